@@ -1,0 +1,28 @@
+//! `hermes-reaper`: the container's PID 1. See `hermes-reaper --help`.
+
+use std::process::ExitCode;
+
+use hermes_init::config::{self, Invocation};
+
+fn main() -> ExitCode {
+    let invocation = config::parse(std::env::args_os().skip(1), |name| std::env::var(name).ok());
+    let code = match invocation {
+        Ok(Invocation::Help) => {
+            print!("{}", config::HELP);
+            0
+        }
+        Ok(Invocation::Version) => {
+            println!("hermes-reaper {}", env!("CARGO_PKG_VERSION"));
+            0
+        }
+        Ok(Invocation::Run(config)) => {
+            hermes_init::logging::init(config.log_level);
+            hermes_init::runtime::run(config)
+        }
+        Err(e) => {
+            eprintln!("{} error: {e}", hermes_init::logging::PREFIX);
+            100
+        }
+    };
+    ExitCode::from(u8::try_from(code).unwrap_or(u8::MAX))
+}

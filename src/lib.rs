@@ -1,0 +1,13 @@
+//! hermes-init: a container init for multi-profile agent gateways.
+//!
+//! The library holds all the logic; the binaries in `src/bin/` are thin entry points.
+//! `core` is pure (decisions from events and time), `sys` is the only place that touches
+//! the operating system's process and signal calls, and `runtime` is the one-threaded
+//! event loop that joins them.
+
+pub mod config;
+pub mod core;
+pub mod hooks;
+pub mod logging;
+pub mod runtime;
+pub mod sys;

@@ -1,0 +1,174 @@
+//! The event loop of PID 1: one thread, one `poll(2)` over the signal pipe with the nearest
+//! deadline as its timeout. Each turn drains signals, reaps every dead child, fires due
+//! deadlines, carries out what the core decided, and exits once the core says it is done.
+//!
+//! Invariants: reaping runs on every turn whether or not SIGCHLD was seen (signals
+//! coalesce); a pid is recorded by the core as soon as `spawn` returns, before the loop can
+//! reap it, because this one thread does both; with no deadline pending the loop sleeps
+//! until a signal arrives (zero wake-ups when idle); no error here ends the process except
+//! a failure to set up the signal pipe.
+
+use std::collections::VecDeque;
+use std::io;
+use std::process::Command;
+use std::time::Instant;
+
+use crate::config::Config;
+use crate::core::hooks::HookFailurePolicy;
+use crate::core::lifecycle::{Action, Lifecycle, LifecycleConfig};
+use crate::core::{Pid, signal};
+use crate::sys::signals::SignalPipe;
+use crate::sys::spawn::{SpawnOptions, spawn_clean};
+use crate::sys::{self, Role};
+
+/// Exit code when the init cannot set itself up.
+pub const EXIT_SYSTEM_ERROR: i32 = 111;
+
+struct Runtime {
+    config: Config,
+    role: Role,
+    life: Lifecycle,
+    /// Pids the init started itself; only used when orphan reaping is switched off.
+    started: Vec<Pid>,
+}
+
+/// Runs the init until the shutdown is complete and returns the exit code.
+pub fn run(config: Config) -> i32 {
+    let role = sys::take_reaper_role();
+    match role {
+        Role::Pid1 => tracing::info!("hermes-reaper {} starting as PID 1", env!("CARGO_PKG_VERSION")),
+        Role::Subreaper => tracing::info!(
+            "hermes-reaper {} starting as a child subreaper (pid {})",
+            env!("CARGO_PKG_VERSION"),
+            std::process::id()
+        ),
+        Role::Plain => tracing::warn!(
+            "not PID 1 and could not become a child subreaper: orphans below this process will not be reaped"
+        ),
+    }
+    if !config.reap_orphans {
+        tracing::warn!("HERMES_INIT_TESTONLY_NO_REAP=1: orphans are NOT reaped (test mode)");
+    }
+    let mut signals = match SignalPipe::install() {
+        Ok(signals) => signals,
+        Err(e) => {
+            tracing::error!("cannot install signal handlers: {e}");
+            return EXIT_SYSTEM_ERROR;
+        }
+    };
+    let hooks = match crate::hooks::list(&config.cont_init_dir) {
+        Ok(hooks) => hooks,
+        Err(e) if config.hook_failure == HookFailurePolicy::Stop => {
+            tracing::error!("cannot read the hook directory {}: {e}", config.cont_init_dir.display());
+            return EXIT_SYSTEM_ERROR;
+        }
+        Err(e) => {
+            tracing::error!("cannot read the hook directory {}: {e}; running no hooks", config.cont_init_dir.display());
+            Vec::new()
+        }
+    };
+    let life = Lifecycle::new(
+        LifecycleConfig {
+            has_command: !config.command.is_empty(),
+            signal_group: config.signal_group,
+            hook_timeout: config.hook_timeout,
+            hook_failure: config.hook_failure,
+            kill_grace: config.kill_grace,
+        },
+        hooks,
+    );
+    let mut runtime = Runtime { config, role, life, started: Vec::new() };
+    let first = runtime.life.start();
+    runtime.execute(first, Instant::now());
+    runtime.run_loop(&mut signals)
+}
+
+impl Runtime {
+    fn run_loop(&mut self, signals: &mut SignalPipe) -> i32 {
+        loop {
+            let now = Instant::now();
+            for sig in signals.drain() {
+                let actions = self.life.on_signal(sig as i32, now);
+                self.execute(actions, now);
+            }
+            let only = (!self.config.reap_orphans).then_some(self.started.as_slice());
+            let reaped = sys::reap::reap(only);
+            for (pid, status) in reaped.exited {
+                self.started.retain(|p| *p != pid);
+                let actions = self.life.on_exit(pid, status, now);
+                self.execute(actions, now);
+            }
+            let due = self.life.on_tick(now);
+            self.execute(due, now);
+            if let Some(code) = self.life.finished(reaped.children_left, Instant::now()) {
+                tracing::info!("shutdown complete, exit code {code}");
+                return code;
+            }
+            let timeout = self.life.next_deadline().map(|at| at.saturating_duration_since(Instant::now()));
+            if let Err(e) = sys::wait_readable(&[signals.fd()], timeout) {
+                // poll(2) only fails on bad arguments or no memory; do not spin on it.
+                tracing::error!("poll failed: {e}");
+                std::thread::yield_now();
+            }
+        }
+    }
+
+    /// Carries out the core's actions; spawn results go back to the core at once, and the
+    /// actions they produce are carried out in turn.
+    fn execute(&mut self, actions: Vec<Action>, now: Instant) {
+        let mut queue: VecDeque<Action> = actions.into();
+        while let Some(action) = queue.pop_front() {
+            match action {
+                Action::RunHook(name) => match self.spawn_hook(&name) {
+                    Ok(pid) => {
+                        tracing::debug!("hook {name}: started (pid {pid})");
+                        self.started.push(pid);
+                        self.life.hook_started(pid, now);
+                    }
+                    Err(e) => queue.extend(self.life.hook_spawn_failed(now, &e.to_string())),
+                },
+                Action::StartCommand => match self.spawn_command() {
+                    Ok(pid) => {
+                        tracing::info!("main command started (pid {pid}): {}", self.command_line());
+                        self.started.push(pid);
+                        self.life.command_started(pid);
+                    }
+                    Err(e) => {
+                        let code = if e.kind() == io::ErrorKind::NotFound { 127 } else { 126 };
+                        tracing::error!("cannot run the main command {}: {e}", self.command_line());
+                        queue.extend(self.life.command_spawn_failed(code, now));
+                    }
+                },
+                Action::SignalProcess(pid, sig) => report(sys::kill::signal_process(pid, sig), sig, pid),
+                Action::SignalGroup(pid, sig) => report(sys::kill::signal_group(pid, sig), sig, pid),
+                Action::SignalRest { signal: sig, skip } => {
+                    match sys::kill::signal_descendants(sig, &skip, self.role == Role::Pid1) {
+                        Ok(_) => {}
+                        Err(e) => tracing::error!("cannot send {} to the remaining processes: {e}", signal::name(sig)),
+                    }
+                }
+            }
+        }
+    }
+
+    fn spawn_hook(&self, name: &str) -> io::Result<Pid> {
+        spawn_clean(Command::new(self.config.cont_init_dir.join(name)), SpawnOptions::default())
+    }
+
+    fn spawn_command(&self) -> io::Result<Pid> {
+        let (program, args) = self.config.command.split_first().ok_or(io::ErrorKind::InvalidInput)?;
+        let mut command = Command::new(program);
+        command.args(args);
+        spawn_clean(command, SpawnOptions { take_terminal: true })
+    }
+
+    fn command_line(&self) -> String {
+        self.config.command.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" ")
+    }
+}
+
+fn report(result: io::Result<()>, sig: i32, pid: Pid) {
+    if let Err(e) = result {
+        tracing::warn!("cannot send {} to {pid}: {e}", signal::name(sig));
+    }
+}

@@ -1,0 +1,78 @@
+//! Starting a child in a clean state: its own process group, an empty signal mask, every
+//! signal disposition at its default (SIGPIPE included), and no descriptor beyond 0, 1 and 2
+//! surviving `exec`.
+//!
+//! Invariants: everything in the `pre_exec` hook is async-signal-safe (plain syscalls, no
+//! allocation); the child is its own process-group leader before `exec`, so one `killpg`
+//! reaches it and everything it starts; the pid is returned to the single loop before that
+//! loop can reap it.
+
+use std::io;
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+
+use nix::libc;
+
+use super::Pid;
+
+/// How a child is started, beyond what `Command` already carries.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SpawnOptions {
+    /// Make the child's process group the foreground group of the terminal on fd 0, when
+    /// fd 0 is a terminal (what `docker run -it` needs for job control and reading input).
+    pub take_terminal: bool,
+}
+
+/// Spawns `command` in a clean state and returns its pid, which is also its process group.
+/// The `Child` handle is dropped: the init's loop reaps with `waitpid(-1)`, never `Child::wait`.
+pub fn spawn_clean(mut command: Command, options: SpawnOptions) -> io::Result<Pid> {
+    let take_terminal = options.take_terminal;
+    // SAFETY: the hook only calls async-signal-safe syscalls and touches no heap.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::setpgid(0, 0) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // SIGTTOU is still ignored here (inherited from the init), so a background
+            // group may take the terminal without being stopped.
+            if take_terminal && libc::isatty(0) == 1 {
+                libc::tcsetpgrp(0, libc::getpgrp());
+            }
+            for signal in 1..libc::SIGRTMAX() + 1 {
+                if signal != libc::SIGKILL && signal != libc::SIGSTOP {
+                    // Errors here only mean "not a settable signal number".
+                    libc::signal(signal, libc::SIG_DFL);
+                }
+            }
+            let mut empty: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut empty);
+            libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+            mark_inherited_fds_cloexec();
+            Ok(())
+        });
+    }
+    let child = command.spawn()?;
+    Ok(Pid(child.id() as i32))
+}
+
+/// Marks every descriptor from 3 up close-on-exec. Closing them outright would also close
+/// the pipe `std` uses to report an `exec` failure back to the parent.
+///
+/// SAFETY: call only in a forked child before `exec`; uses plain syscalls.
+unsafe fn mark_inherited_fds_cloexec() {
+    const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+    // SAFETY: close_range only changes descriptor flags.
+    let done = unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, CLOSE_RANGE_CLOEXEC) } == 0;
+    if !done {
+        // Kernels before 5.11: walk the descriptor table up to the soft limit.
+        // SAFETY: plain syscalls on integers.
+        let limit = match unsafe { libc::sysconf(libc::_SC_OPEN_MAX) } {
+            n if n > 0 => n.min(1 << 20) as i32,
+            _ => 1024,
+        };
+        for fd in 3..limit {
+            // SAFETY: fcntl on a possibly closed descriptor just fails with EBADF.
+            unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+        }
+    }
+}
