@@ -38,12 +38,7 @@ pub fn spawn_clean(mut command: Command, options: SpawnOptions) -> io::Result<Pi
             if take_terminal && libc::isatty(0) == 1 {
                 libc::tcsetpgrp(0, libc::getpgrp());
             }
-            for signal in 1..libc::SIGRTMAX() + 1 {
-                if signal != libc::SIGKILL && signal != libc::SIGSTOP {
-                    // Errors here only mean "not a settable signal number".
-                    libc::signal(signal, libc::SIG_DFL);
-                }
-            }
+            reset_all_dispositions();
             let mut empty: libc::sigset_t = std::mem::zeroed();
             libc::sigemptyset(&mut empty);
             libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
@@ -53,6 +48,31 @@ pub fn spawn_clean(mut command: Command, options: SpawnOptions) -> io::Result<Pi
     }
     let child = command.spawn()?;
     Ok(Pid(child.id() as i32))
+}
+
+/// Sets every signal to its default action, through the raw syscall: glibc's `signal()`
+/// refuses the two real-time signals it reserves (32 and 33), yet a parent may have left
+/// them ignored, and an ignored signal stays ignored across `exec`.
+///
+/// SAFETY: call only in a forked child before `exec`; uses plain syscalls.
+unsafe fn reset_all_dispositions() {
+    // The kernel's `struct sigaction` on x86_64 and aarch64: handler, flags, restorer, mask.
+    #[repr(C)]
+    struct KernelSigaction {
+        handler: usize,
+        flags: u64,
+        restorer: usize,
+        mask: u64,
+    }
+    let default = KernelSigaction { handler: libc::SIG_DFL, flags: 0, restorer: 0, mask: 0 };
+    for signal in 1..=64 {
+        if signal != libc::SIGKILL && signal != libc::SIGSTOP {
+            // SAFETY: rt_sigaction reads `default` and writes nothing back (null old action).
+            unsafe {
+                libc::syscall(libc::SYS_rt_sigaction, signal, &default as *const KernelSigaction, 0usize, 8usize)
+            };
+        }
+    }
 }
 
 /// Marks every descriptor from 3 up close-on-exec. Closing them outright would also close
