@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::core::hooks::HookFailurePolicy;
+use crate::core::slot::SlotSettings;
 
 /// Every setting of `hermes-reaper`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,6 +29,16 @@ pub struct Config {
     pub kill_grace: Duration,
     /// The most verbose log level shown.
     pub log_level: tracing::Level,
+    /// Directory of slot directories.
+    pub scan_dir: PathBuf,
+    /// Directory of the control socket.
+    pub runtime_dir: PathBuf,
+    /// Group (name or gid) allowed to use the control socket besides root and the init's user.
+    pub admin_group: Option<String>,
+    /// A control client that completes no request for this long is disconnected.
+    pub control_idle: Duration,
+    /// Per-slot defaults that slot directories may override.
+    pub slot_defaults: SlotSettings,
     /// Test-only: reap only the pids the init started itself, leaving orphans as zombies.
     pub reap_orphans: bool,
 }
@@ -35,7 +46,7 @@ pub struct Config {
 /// What the command line asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Invocation {
-    Run(Config),
+    Run(Box<Config>),
     Help,
     Version,
 }
@@ -54,6 +65,8 @@ impl std::error::Error for ConfigError {}
 
 pub const DEFAULT_CONT_INIT_DIR: &str = "/etc/cont-init.d";
 pub const DEFAULT_KILL_GRACETIME_MS: u64 = 3000;
+pub const DEFAULT_SCAN_DIR: &str = "/run/service";
+pub const DEFAULT_RUNTIME_DIR: &str = "/run/hermes-init";
 
 /// Parses the arguments after the program name, reading variables through `env`.
 pub fn parse(
@@ -95,7 +108,27 @@ pub fn parse(
             ConfigError(format!("HERMES_INIT_LOG_LEVEL must be one of error, warn, info, debug, trace, not '{value}'"))
         })?,
     };
-    Ok(Invocation::Run(Config {
+    let mut slot_defaults = SlotSettings::default();
+    if let Some(ms) = millis(&env, "HERMES_INIT_READY_AFTER_MS")? {
+        slot_defaults.ready_after = Duration::from_millis(ms);
+    }
+    if let Some(ms) = millis(&env, "HERMES_INIT_CRASH_WINDOW_MS")? {
+        slot_defaults.crash_window = Duration::from_millis(ms);
+    }
+    if let Some(value) = env("HERMES_INIT_CRASH_LIMIT") {
+        slot_defaults.crash_limit = value.trim().parse().ok().filter(|n| (1..=1000).contains(n)).ok_or_else(|| {
+            ConfigError(format!("HERMES_INIT_CRASH_LIMIT must be a whole number from 1 to 1000, not '{value}'"))
+        })?;
+    }
+    let dir = |name: &str, default: &str| -> PathBuf {
+        env(name).filter(|v| !v.is_empty()).unwrap_or_else(|| default.into()).into()
+    };
+    Ok(Invocation::Run(Box::new(Config {
+        scan_dir: dir("HERMES_INIT_SCAN_DIR", DEFAULT_SCAN_DIR),
+        runtime_dir: dir("HERMES_INIT_RUNTIME_DIR", DEFAULT_RUNTIME_DIR),
+        admin_group: env("HERMES_INIT_ADMIN_GROUP").filter(|v| !v.trim().is_empty()),
+        slot_defaults,
+        control_idle: Duration::from_millis(millis(&env, "HERMES_INIT_CONTROL_IDLE_MS")?.unwrap_or(30_000).max(1)),
         command,
         signal_group,
         cont_init_dir: env("HERMES_INIT_CONT_INIT_DIR")
@@ -109,7 +142,7 @@ pub fn parse(
         ),
         log_level,
         reap_orphans: !flag(&env, "HERMES_INIT_TESTONLY_NO_REAP")?.unwrap_or(false),
-    }))
+    })))
 }
 
 fn millis(env: &impl Fn(&str) -> Option<String>, name: &str) -> Result<Option<u64>, ConfigError> {
@@ -161,6 +194,22 @@ ENVIRONMENT (default in brackets):
     HERMES_INIT_KILL_GRACETIME_MS        At shutdown, how long to wait after SIGTERM before
                                          SIGKILL of whatever is left [3000]
     HERMES_INIT_SIGNAL_GROUP             1: as --group [0]
+    HERMES_INIT_SCAN_DIR                 Directory of slot directories (s6 layout: run, finish,
+                                         down, timeout-kill, timeout-finish, down-signal,
+                                         notification-fd), all loaded after the hooks
+                                         [/run/service]
+    HERMES_INIT_RUNTIME_DIR              Directory of the control socket control.sock
+                                         [/run/hermes-init]
+    HERMES_INIT_ADMIN_GROUP              Group (name or gid) whose members may use the control
+                                         socket besides root and the init's own user; makes
+                                         the socket mode 0660 [none: mode 0600]
+    HERMES_INIT_CONTROL_IDLE_MS          A control client that sends no complete request for
+                                         this long is disconnected [30000]
+    HERMES_INIT_READY_AFTER_MS           A slot without notification-fd is ready after this
+                                         long up [1000]
+    HERMES_INIT_CRASH_LIMIT              Deaths before ready, within the crash window, that
+                                         put a slot in failed [5]
+    HERMES_INIT_CRASH_WINDOW_MS          The crash window [60000]
     HERMES_INIT_LOG_LEVEL                error, warn, info, debug or trace [info]
     HERMES_INIT_TESTONLY_NO_REAP         1: reap only the processes the init started itself,
                                          leaving orphans as zombies. For the test suite's
@@ -168,9 +217,10 @@ ENVIRONMENT (default in brackets):
                                          production [0]
 
 SIGNALS:
-    SIGTERM                       Shut down: SIGTERM to CMD's process group and to every other
-                                  process left, SIGKILL after the grace time, exit as soon as
-                                  nothing is left
+    SIGTERM                       Shut down: every slot gets its down-signal (SIGKILL at its
+                                  timeout-kill), CMD's process group and every other process
+                                  SIGTERM; SIGKILL to all after the grace time; exit as soon
+                                  as nothing is left
     SIGINT                        Forwarded to CMD; without CMD, shut down as for SIGTERM
     SIGHUP SIGQUIT SIGUSR1        Forwarded to CMD
     SIGUSR2 SIGWINCH
@@ -200,7 +250,7 @@ mod tests {
 
     fn config(args: &[&str], vars: &[(&str, &str)]) -> Config {
         match run(args, vars) {
-            Ok(Invocation::Run(config)) => config,
+            Ok(Invocation::Run(config)) => *config,
             other => panic!("{args:?} {vars:?}: {other:?}"),
         }
     }
@@ -288,6 +338,13 @@ mod tests {
             "HERMES_INIT_SIGNAL_GROUP",
             "HERMES_INIT_LOG_LEVEL",
             "HERMES_INIT_TESTONLY_NO_REAP",
+            "HERMES_INIT_SCAN_DIR",
+            "HERMES_INIT_RUNTIME_DIR",
+            "HERMES_INIT_ADMIN_GROUP",
+            "HERMES_INIT_READY_AFTER_MS",
+            "HERMES_INIT_CRASH_LIMIT",
+            "HERMES_INIT_CRASH_WINDOW_MS",
+            "HERMES_INIT_CONTROL_IDLE_MS",
             "--group",
         ] {
             assert!(HELP.contains(name), "{name} missing from --help");

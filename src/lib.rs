@@ -6,8 +6,12 @@
 //! event loop that joins them.
 
 pub mod config;
+pub mod control;
 pub mod core;
+pub mod ctl;
 pub mod hooks;
 pub mod logging;
 pub mod runtime;
+pub mod slotdir;
+pub mod supervisor;
 pub mod sys;

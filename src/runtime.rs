@@ -14,9 +14,11 @@ use std::process::Command;
 use std::time::Instant;
 
 use crate::config::Config;
+use crate::control::ControlServer;
 use crate::core::hooks::HookFailurePolicy;
 use crate::core::lifecycle::{Action, Lifecycle, LifecycleConfig};
 use crate::core::{Pid, signal};
+use crate::supervisor::Supervisor;
 use crate::sys::signals::SignalPipe;
 use crate::sys::spawn::{SpawnOptions, spawn_clean};
 use crate::sys::{self, Role};
@@ -28,6 +30,8 @@ struct Runtime {
     config: Config,
     role: Role,
     life: Lifecycle,
+    supervisor: Supervisor,
+    control: Option<ControlServer>,
     /// Pids the init started itself; only used when orphan reaping is switched off.
     started: Vec<Pid>,
 }
@@ -77,7 +81,9 @@ pub fn run(config: Config) -> i32 {
         },
         hooks,
     );
-    let mut runtime = Runtime { config, role, life, started: Vec::new() };
+    let supervisor = Supervisor::new(config.scan_dir.clone(), config.slot_defaults.clone());
+    let control = bind_control(&config);
+    let mut runtime = Runtime { config, role, life, supervisor, control, started: Vec::new() };
     let first = runtime.life.start();
     runtime.execute(first, Instant::now());
     runtime.run_loop(&mut signals)
@@ -95,20 +101,71 @@ impl Runtime {
             let reaped = sys::reap::reap(only);
             for (pid, status) in reaped.exited {
                 self.started.retain(|p| *p != pid);
-                let actions = self.life.on_exit(pid, status, now);
-                self.execute(actions, now);
+                if !self.supervisor.on_exit(pid, status, now) {
+                    let actions = self.life.on_exit(pid, status, now);
+                    self.execute(actions, now);
+                }
             }
+            self.supervisor.check_groups(now);
+            self.supervisor.on_tick(now);
             let due = self.life.on_tick(now);
             self.execute(due, now);
+            if let Some(control) = &mut self.control {
+                control.housekeeping(&self.supervisor, now);
+            }
+            self.supervisor.publish();
             if let Some(code) = self.life.finished(reaped.children_left, Instant::now()) {
                 tracing::info!("shutdown complete, exit code {code}");
                 return code;
             }
-            let timeout = self.life.next_deadline().map(|at| at.saturating_duration_since(Instant::now()));
-            if let Err(e) = sys::wait_readable(&[signals.fd()], timeout) {
+            self.wait_for_events(signals);
+        }
+    }
+
+    /// Sleeps in poll(2) until a signal, a control client, a readiness pipe or the nearest
+    /// deadline, and serves the descriptors that became ready.
+    fn wait_for_events(&mut self, signals: &SignalPipe) {
+        let deadline = [
+            self.life.next_deadline(),
+            self.supervisor.next_deadline(),
+            self.control.as_ref().and_then(|c| c.next_deadline()),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        let timeout = deadline.map(|at| at.saturating_duration_since(Instant::now()));
+        let control_fds = self.control.as_ref().map(|c| c.poll_fds()).unwrap_or_default();
+        let notify = self.supervisor.notify_fds();
+        let mut fds = vec![(signals.fd(), false)];
+        fds.extend(control_fds.iter().copied());
+        fds.extend(notify.iter().map(|(_, fd)| (*fd, false)));
+        let ready = match sys::wait_ready(&fds, timeout) {
+            Ok(ready) => ready,
+            Err(e) => {
                 // poll(2) only fails on bad arguments or no memory; do not spin on it.
                 tracing::error!("poll failed: {e}");
                 std::thread::yield_now();
+                return;
+            }
+        };
+        let control_count = control_fds.len();
+        let ready_notify: Vec<String> = notify
+            .iter()
+            .zip(ready.iter().skip(1 + control_count))
+            .filter(|(_, (readable, _))| *readable)
+            .map(|((name, _), _)| name.clone())
+            .collect();
+        drop(notify);
+        drop(control_fds);
+        let now = Instant::now();
+        for name in ready_notify {
+            self.supervisor.on_notify_readable(&name, now);
+        }
+        if let Some(control) = &mut self.control {
+            let outcome = control.serve(&ready[1..1 + control_count], &mut self.supervisor, now);
+            if outcome.shutdown {
+                let actions = self.life.request_shutdown(now);
+                self.execute(actions, now);
             }
         }
     }
@@ -141,7 +198,16 @@ impl Runtime {
                 },
                 Action::SignalProcess(pid, sig) => report(sys::kill::signal_process(pid, sig), sig, pid),
                 Action::SignalGroup(pid, sig) => report(sys::kill::signal_group(pid, sig), sig, pid),
-                Action::SignalRest { signal: sig, skip } => {
+                Action::LoadServices => {
+                    if let Err(e) = std::fs::create_dir_all(&self.config.scan_dir) {
+                        tracing::error!("cannot create the scan dir {}: {e}", self.config.scan_dir.display());
+                    }
+                    let (loaded, _) = self.supervisor.scan(false, now);
+                    tracing::info!("{} slots loaded from {}", loaded.len(), self.config.scan_dir.display());
+                }
+                Action::StopServices => self.supervisor.shutdown(now),
+                Action::SignalRest { signal: sig, mut skip } => {
+                    skip.extend(self.supervisor.live_groups());
                     match sys::kill::signal_descendants(sig, &skip, self.role == Role::Pid1) {
                         Ok(_) => {}
                         Err(e) => tracing::error!("cannot send {} to the remaining processes: {e}", signal::name(sig)),
@@ -159,11 +225,35 @@ impl Runtime {
         let (program, args) = self.config.command.split_first().ok_or(io::ErrorKind::InvalidInput)?;
         let mut command = Command::new(program);
         command.args(args);
-        spawn_clean(command, SpawnOptions { take_terminal: true })
+        spawn_clean(command, SpawnOptions { take_terminal: true, ..SpawnOptions::default() })
     }
 
     fn command_line(&self) -> String {
         self.config.command.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" ")
+    }
+}
+
+fn bind_control(config: &Config) -> Option<ControlServer> {
+    let admin_gid = match config.admin_group.as_deref().map(sys::group_id) {
+        None => None,
+        Some(Ok(gid)) => Some(gid),
+        Some(Err(e)) => {
+            tracing::error!("HERMES_INIT_ADMIN_GROUP: {e}; the control socket stays root-only");
+            None
+        }
+    };
+    match ControlServer::bind(&config.runtime_dir, admin_gid, config.control_idle) {
+        Ok(server) => {
+            tracing::debug!("control socket at {}", server.path().display());
+            Some(server)
+        }
+        Err(e) => {
+            tracing::error!(
+                "cannot open the control socket in {}: {e}; running without it",
+                config.runtime_dir.display()
+            );
+            None
+        }
     }
 }
 

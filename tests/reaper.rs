@@ -10,8 +10,6 @@ use std::time::Duration;
 use common::*;
 use nix::sys::signal::Signal;
 
-const LONG: Duration = Duration::from_secs(60);
-
 /// A CMD that double-forks `count` short-lived grandchildren, then waits (up to `tries`
 /// polls of 50 ms) until no zombie child of its parent (the reaper) is left, and prints the
 /// count it saw last.

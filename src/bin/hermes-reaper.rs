@@ -17,7 +17,7 @@ fn main() -> ExitCode {
         }
         Ok(Invocation::Run(config)) => {
             hermes_init::logging::init(config.log_level);
-            hermes_init::runtime::run(config)
+            hermes_init::runtime::run(*config)
         }
         Err(e) => {
             eprintln!("{} error: {e}", hermes_init::logging::PREFIX);

@@ -43,8 +43,13 @@ pub enum Action {
     SignalProcess(Pid, i32),
     /// Send a signal to a process group.
     SignalGroup(Pid, i32),
-    /// Send a signal to every descendant except the members of these groups.
+    /// Send a signal to every descendant except the members of these groups (the shell
+    /// adds the groups of the supervised slots, which stop by their own rules).
     SignalRest { signal: i32, skip: Vec<Pid> },
+    /// Load the supervised slots (the boot hooks are done).
+    LoadServices,
+    /// Stop every supervised slot, each by its own stop signal and deadline.
+    StopServices,
 }
 
 #[derive(Debug)]
@@ -68,6 +73,7 @@ enum Phase {
 pub enum StopReason {
     Signal(i32),
     CommandExited,
+    Requested,
     HookFailed,
     SpawnFailed,
 }
@@ -180,6 +186,12 @@ impl Lifecycle {
         }
     }
 
+    /// A shutdown asked for over the control socket.
+    pub fn request_shutdown(&mut self, now: Instant) -> Vec<Action> {
+        tracing::info!("shutdown requested over the control socket");
+        self.begin_stop(StopReason::Requested, now)
+    }
+
     /// A child was reaped.
     pub fn on_exit(&mut self, pid: Pid, status: ExitStatus, now: Instant) -> Vec<Action> {
         if self.command == Some(pid) {
@@ -283,7 +295,11 @@ impl Lifecycle {
             return vec![Action::RunHook(name.clone())];
         }
         self.phase = Phase::Main;
-        if self.config.has_command { vec![Action::StartCommand] } else { Vec::new() }
+        let mut actions = vec![Action::LoadServices];
+        if self.config.has_command {
+            actions.push(Action::StartCommand);
+        }
+        actions
     }
 
     fn begin_stop(&mut self, reason: StopReason, now: Instant) -> Vec<Action> {
@@ -296,7 +312,7 @@ impl Lifecycle {
             StopReason::Signal(sig) if self.config.has_command && !self.command_started => 128 + sig,
             _ => 0,
         };
-        let mut actions = Vec::new();
+        let mut actions = vec![Action::StopServices];
         let mut skip = Vec::new();
         for pid in self.command.into_iter().chain(self.running_hook()) {
             actions.push(Action::SignalGroup(pid, signal::TERM));
@@ -339,7 +355,10 @@ mod tests {
         assert_eq!(life.running_hook(), Some(Pid(10)));
         assert_eq!(life.on_exit(Pid(10), ExitStatus::Code(0), ms(t0, 5)), vec![Action::RunHook("02-b".into())]);
         life.hook_started(Pid(11), ms(t0, 6));
-        assert_eq!(life.on_exit(Pid(11), ExitStatus::Code(1), ms(t0, 7)), vec![Action::StartCommand]);
+        assert_eq!(
+            life.on_exit(Pid(11), ExitStatus::Code(1), ms(t0, 7)),
+            vec![Action::LoadServices, Action::StartCommand]
+        );
         life.command_started(Pid(12));
         assert_eq!(life.command(), Some(Pid(12)));
         assert_eq!(life.finished(true, ms(t0, 8)), None);
@@ -349,11 +368,11 @@ mod tests {
     fn hook_failure_policies() {
         // (policy, hook status, expected actions after the hook, exit code when finished)
         let cases = [
-            (HookFailurePolicy::Continue, ExitStatus::Code(4), vec![Action::StartCommand], None),
-            (HookFailurePolicy::Warn, ExitStatus::Code(4), vec![Action::StartCommand], None),
-            (HookFailurePolicy::Stop, ExitStatus::Code(4), vec![term_all(vec![])], Some(4)),
-            (HookFailurePolicy::Stop, ExitStatus::Signaled(9), vec![term_all(vec![])], Some(137)),
-            (HookFailurePolicy::Stop, ExitStatus::Code(0), vec![Action::StartCommand], None),
+            (HookFailurePolicy::Continue, ExitStatus::Code(4), vec![Action::LoadServices, Action::StartCommand], None),
+            (HookFailurePolicy::Warn, ExitStatus::Code(4), vec![Action::LoadServices, Action::StartCommand], None),
+            (HookFailurePolicy::Stop, ExitStatus::Code(4), vec![Action::StopServices, term_all(vec![])], Some(4)),
+            (HookFailurePolicy::Stop, ExitStatus::Signaled(9), vec![Action::StopServices, term_all(vec![])], Some(137)),
+            (HookFailurePolicy::Stop, ExitStatus::Code(0), vec![Action::LoadServices, Action::StartCommand], None),
         ];
         for (policy, status, want, code) in cases {
             let t0 = Instant::now();
@@ -376,7 +395,10 @@ mod tests {
         assert_eq!(life.on_tick(ms(t0, 500)), vec![Action::SignalGroup(Pid(7), signal::KILL)]);
         assert_eq!(life.next_deadline(), None);
         assert_eq!(life.on_tick(ms(t0, 900)), vec![]);
-        assert_eq!(life.on_exit(Pid(7), ExitStatus::Signaled(9), ms(t0, 501)), vec![Action::StartCommand]);
+        assert_eq!(
+            life.on_exit(Pid(7), ExitStatus::Signaled(9), ms(t0, 501)),
+            vec![Action::LoadServices, Action::StartCommand]
+        );
         // A late tick after the hook is gone finds nothing to do.
         assert_eq!(life.on_tick(ms(t0, 2000)), vec![]);
     }
@@ -387,7 +409,7 @@ mod tests {
         let cfg = LifecycleConfig { hook_failure: HookFailurePolicy::Stop, ..config(true) };
         let mut life = Lifecycle::new(cfg, vec!["bad".into(), "never".into()]);
         life.start();
-        assert_eq!(life.hook_spawn_failed(t0, "exec format error"), vec![term_all(vec![])]);
+        assert_eq!(life.hook_spawn_failed(t0, "exec format error"), vec![Action::StopServices, term_all(vec![])]);
         assert_eq!(life.finished(false, t0), Some(126));
     }
 
@@ -402,7 +424,11 @@ mod tests {
             (signal::USR2, true, vec![Action::SignalGroup(Pid(9), signal::USR2)]),
             (signal::WINCH, false, vec![Action::SignalProcess(Pid(9), signal::WINCH)]),
             (signal::CHLD, false, vec![]),
-            (signal::TERM, false, vec![Action::SignalGroup(Pid(9), signal::TERM), term_all(vec![Pid(9)])]),
+            (
+                signal::TERM,
+                false,
+                vec![Action::StopServices, Action::SignalGroup(Pid(9), signal::TERM), term_all(vec![Pid(9)])],
+            ),
         ];
         for (sig, group, want) in cases {
             let mut life = Lifecycle::new(LifecycleConfig { signal_group: group, ..config(true) }, vec![]);
@@ -417,9 +443,9 @@ mod tests {
         for sig in [signal::TERM, signal::INT] {
             let t0 = Instant::now();
             let mut life = Lifecycle::new(config(false), vec![]);
-            assert_eq!(life.start(), vec![]);
+            assert_eq!(life.start(), vec![Action::LoadServices]);
             assert_eq!(life.on_signal(signal::HUP, t0), vec![]);
-            assert_eq!(life.on_signal(sig, t0), vec![term_all(vec![])]);
+            assert_eq!(life.on_signal(sig, t0), vec![Action::StopServices, term_all(vec![])]);
             assert_eq!(life.finished(false, t0), Some(0));
         }
     }
@@ -432,7 +458,7 @@ mod tests {
         life.hook_started(Pid(3), t0);
         assert_eq!(
             life.on_signal(signal::TERM, t0),
-            vec![Action::SignalGroup(Pid(3), signal::TERM), term_all(vec![Pid(3)])]
+            vec![Action::StopServices, Action::SignalGroup(Pid(3), signal::TERM), term_all(vec![Pid(3)])]
         );
         // The hook's exit during the shutdown does not start the command.
         assert_eq!(life.on_exit(Pid(3), ExitStatus::Signaled(15), t0), vec![]);
@@ -463,7 +489,7 @@ mod tests {
         let mut life = Lifecycle::new(config(true), vec![]);
         life.start();
         life.command_started(Pid(4));
-        assert_eq!(life.on_exit(Pid(4), ExitStatus::Code(7), t0), vec![term_all(vec![])]);
+        assert_eq!(life.on_exit(Pid(4), ExitStatus::Code(7), t0), vec![Action::StopServices, term_all(vec![])]);
         assert_eq!(life.finished(true, t0), None);
         assert_eq!(life.finished(false, ms(t0, 1)), Some(7));
     }
@@ -484,8 +510,8 @@ mod tests {
     fn command_spawn_failure_stops_with_its_code() {
         let t0 = Instant::now();
         let mut life = Lifecycle::new(config(true), vec![]);
-        assert_eq!(life.start(), vec![Action::StartCommand]);
-        assert_eq!(life.command_spawn_failed(127, t0), vec![term_all(vec![])]);
+        assert_eq!(life.start(), vec![Action::LoadServices, Action::StartCommand]);
+        assert_eq!(life.command_spawn_failed(127, t0), vec![Action::StopServices, term_all(vec![])]);
         assert_eq!(life.finished(false, t0), Some(127));
     }
 }

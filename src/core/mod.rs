@@ -1,9 +1,11 @@
 //! The pure core: decisions as functions of events and time, with no syscalls, no clock
 //! reads and no file I/O, so that every transition is tested by a table.
 
+pub mod backoff;
 pub mod exit;
 pub mod hooks;
 pub mod lifecycle;
+pub mod slot;
 
 use std::fmt;
 

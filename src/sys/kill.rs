@@ -57,6 +57,11 @@ pub fn signal_descendants(signal: i32, skip_groups: &[Pid], is_pid1: bool) -> io
     Ok(count)
 }
 
+/// Whether any process of the group `pgid` exists (zombies count until reaped).
+pub fn group_exists(pgid: Pid) -> bool {
+    !matches!(killpg(nix::unistd::Pid::from_raw(pgid.0), None), Err(Errno::ESRCH))
+}
+
 fn to_signal(signal: i32) -> io::Result<Signal> {
     Signal::try_from(signal)
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, format!("not a signal number: {signal}")))

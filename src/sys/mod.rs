@@ -37,21 +37,71 @@ pub fn take_reaper_role() -> Role {
     }
 }
 
-/// Waits until one of `fds` is readable or `timeout` passes (`None`: no timeout). Returns
-/// the readiness of each descriptor; an interrupted wait returns all false.
-pub fn wait_readable(fds: &[BorrowedFd<'_>], timeout: Option<Duration>) -> io::Result<Vec<bool>> {
-    let mut poll_fds: Vec<PollFd> = fds.iter().map(|fd| PollFd::new(*fd, PollFlags::POLLIN)).collect();
+/// A pipe whose both ends are close-on-exec; the read end is non-blocking.
+pub fn notification_pipe() -> io::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
+    use nix::fcntl::OFlag;
+    let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+    nix::fcntl::fcntl(&read, nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK))?;
+    Ok((read, write))
+}
+
+/// The pid, uid and gid of the process at the other end of a unix socket.
+pub fn peer_credentials(stream: &std::os::unix::net::UnixStream) -> io::Result<(i32, u32, u32)> {
+    let creds = nix::sys::socket::getsockopt(stream, nix::sys::socket::sockopt::PeerCredentials)?;
+    Ok((creds.pid(), creds.uid(), creds.gid()))
+}
+
+/// This process's effective uid.
+pub fn effective_uid() -> u32 {
+    nix::unistd::geteuid().as_raw()
+}
+
+/// The gid of a group given by number or by name.
+pub fn group_id(name_or_gid: &str) -> io::Result<u32> {
+    if let Ok(gid) = name_or_gid.parse::<u32>() {
+        return Ok(gid);
+    }
+    match nix::unistd::Group::from_name(name_or_gid)? {
+        Some(group) => Ok(group.gid.as_raw()),
+        None => Err(io::Error::new(io::ErrorKind::NotFound, format!("no such group '{name_or_gid}'"))),
+    }
+}
+
+/// Gives `path` to group `gid`, keeping its owner.
+pub fn chown_group(path: &std::path::Path, gid: u32) -> io::Result<()> {
+    nix::unistd::chown(path, None, Some(nix::unistd::Gid::from_raw(gid)))?;
+    Ok(())
+}
+
+/// Waits until one of `fds` is ready for what is asked (read, or read and write) or
+/// `timeout` passes. Returns (readable or hung up, writable) for each descriptor.
+pub fn wait_ready(fds: &[(BorrowedFd<'_>, bool)], timeout: Option<Duration>) -> io::Result<Vec<(bool, bool)>> {
+    let mut poll_fds: Vec<PollFd> = fds
+        .iter()
+        .map(|(fd, write)| {
+            let events = if *write { PollFlags::POLLIN | PollFlags::POLLOUT } else { PollFlags::POLLIN };
+            PollFd::new(*fd, events)
+        })
+        .collect();
     let timeout = match timeout {
         None => PollTimeout::NONE,
-        // Round up so a deadline is never woken for just before it is due.
         Some(d) => {
             let ms = d.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
             PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
         }
     };
     match poll(&mut poll_fds, timeout) {
-        Ok(_) => Ok(poll_fds.iter().map(|p| p.any().unwrap_or(false)).collect()),
-        Err(Errno::EINTR) => Ok(vec![false; fds.len()]),
+        Ok(_) => Ok(poll_fds
+            .iter()
+            .map(|p| {
+                let r = p.revents().unwrap_or(PollFlags::empty());
+                (
+                    r.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR),
+                    r.contains(PollFlags::POLLOUT),
+                )
+            })
+            .collect()),
+        Err(Errno::EINTR) => Ok(vec![(false, false); fds.len()]),
         Err(e) => Err(e.into()),
     }
 }

@@ -21,12 +21,16 @@ pub struct SpawnOptions {
     /// Make the child's process group the foreground group of the terminal on fd 0, when
     /// fd 0 is a terminal (what `docker run -it` needs for job control and reading input).
     pub take_terminal: bool,
+    /// Pass this descriptor to the child under the given number (readiness notification);
+    /// the source is close-on-exec and the copy is not.
+    pub pass_fd: Option<(std::os::fd::RawFd, i32)>,
 }
 
 /// Spawns `command` in a clean state and returns its pid, which is also its process group.
 /// The `Child` handle is dropped: the init's loop reaps with `waitpid(-1)`, never `Child::wait`.
 pub fn spawn_clean(mut command: Command, options: SpawnOptions) -> io::Result<Pid> {
     let take_terminal = options.take_terminal;
+    let pass_fd = options.pass_fd;
     // SAFETY: the hook only calls async-signal-safe syscalls and touches no heap.
     unsafe {
         command.pre_exec(move || {
@@ -43,6 +47,13 @@ pub fn spawn_clean(mut command: Command, options: SpawnOptions) -> io::Result<Pi
             libc::sigemptyset(&mut empty);
             libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
             mark_inherited_fds_cloexec();
+            if let Some((source, target)) = pass_fd {
+                if source == target {
+                    libc::fcntl(target, libc::F_SETFD, 0);
+                } else if libc::dup2(source, target) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
             Ok(())
         });
     }

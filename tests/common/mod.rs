@@ -189,16 +189,26 @@ pub fn wait_for(what: &str, deadline: Duration, mut condition: impl FnMut() -> b
 pub fn reaper_in_namespace(args: &[&str]) -> Command {
     let mut command = Command::new(UNSHARE[0]);
     command.args(&UNSHARE[1..]).arg(REAPER).args(args);
-    // Keep every test independent of the host's hooks.
-    command.env("HERMES_INIT_CONT_INIT_DIR", "/nonexistent/cont-init.d");
+    isolate(&mut command);
     command
 }
 
 /// A command that runs the reaper directly, as a child subreaper of the test.
 pub fn reaper_as_child(args: &[&str]) -> Command {
     let mut command = Command::new(REAPER);
-    command.args(args).env("HERMES_INIT_CONT_INIT_DIR", "/nonexistent/cont-init.d");
+    command.args(args);
+    isolate(&mut command);
     command
+}
+
+/// Keeps a test independent of the host: no host hooks, and its own scan and runtime dirs
+/// (a test that needs them sets them again).
+fn isolate(command: &mut Command) {
+    let dir = tempfile::Builder::new().prefix("hermes-init-test").tempdir().expect("tempdir").keep();
+    command
+        .env("HERMES_INIT_CONT_INIT_DIR", "/nonexistent/cont-init.d")
+        .env("HERMES_INIT_SCAN_DIR", dir.join("service"))
+        .env("HERMES_INIT_RUNTIME_DIR", dir.join("run"));
 }
 
 /// Sends a signal to a host pid.
@@ -210,4 +220,146 @@ pub fn send_signal(pid: i32, signal: nix::sys::signal::Signal) {
 pub fn append(path: &Path, line: &str) {
     let mut file = fs::OpenOptions::new().create(true).append(true).open(path).expect("open");
     writeln!(file, "{line}").expect("write");
+}
+
+pub const CTL: &str = env!("CARGO_BIN_EXE_hermesctl");
+
+/// A reaper with a scan dir and a control socket of its own, as PID 1 of a namespace
+/// (or as a plain child), for the supervision tests.
+pub struct Supervised {
+    pub scratch: Scratch,
+    pub running: Option<Running>,
+    pub reaper: i32,
+}
+
+impl Supervised {
+    /// Writes nothing yet: add slots with `slot`, then `boot`.
+    pub fn new() -> Supervised {
+        let scratch = Scratch::new();
+        fs::create_dir_all(scratch.path("service")).unwrap();
+        fs::create_dir_all(scratch.path("run")).unwrap();
+        Supervised { scratch, running: None, reaper: 0 }
+    }
+
+    pub fn scan_dir(&self) -> PathBuf {
+        self.scratch.path("service")
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.scratch.path("run/control.sock")
+    }
+
+    /// Writes a slot directory with a `run` script and optional extra files.
+    pub fn slot(&self, name: &str, run: &str, files: &[(&str, &str)]) -> PathBuf {
+        self.slot_in(&self.scan_dir(), name, run, files)
+    }
+
+    pub fn slot_in(&self, parent: &Path, name: &str, run: &str, files: &[(&str, &str)]) -> PathBuf {
+        let dir = parent.join(name);
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("run"), format!("#!/bin/sh\n{run}\n")).unwrap();
+        make_executable(&dir.join("run"));
+        for (file, body) in files {
+            fs::write(dir.join(file), body).unwrap();
+            if *file == "finish" {
+                make_executable(&dir.join(file));
+            }
+        }
+        dir
+    }
+
+    /// Boots the reaper (in a namespace when `namespace`), with extra environment, and
+    /// waits until its control socket answers.
+    pub fn boot(&mut self, namespace: bool, env: &[(&str, &str)]) {
+        let mut command = if namespace { reaper_in_namespace(&[]) } else { reaper_as_child(&[]) };
+        command.env("HERMES_INIT_SCAN_DIR", self.scan_dir()).env("HERMES_INIT_RUNTIME_DIR", self.scratch.path("run"));
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let running = start(command);
+        self.reaper = running.reaper_pid(namespace);
+        self.running = Some(running);
+        let socket = self.socket();
+        wait_for("the control socket", LONG, || std::os::unix::net::UnixStream::connect(&socket).is_ok());
+    }
+
+    /// Runs hermesctl against this reaper.
+    pub fn ctl(&self, args: &[&str]) -> Finished {
+        let mut command = Command::new(CTL);
+        command.arg("--socket").arg(self.socket()).args(args);
+        start(command).wait(LONG)
+    }
+
+    /// One request over the socket, parsed.
+    pub fn send(&self, body: serde_json::Value) -> serde_json::Value {
+        request(&self.socket(), &body)
+    }
+
+    /// The status object of one slot (Null if it is not loaded).
+    pub fn status(&self, slot: &str) -> serde_json::Value {
+        self.send(serde_json::json!({"event": "slot.status", "slot": slot}))["data"]["slot"].clone()
+    }
+
+    pub fn wait_state(&self, slot: &str, state: &str) -> serde_json::Value {
+        let mut last = serde_json::Value::Null;
+        wait_for(&format!("slot {slot} to be {state}"), LONG, || {
+            last = self.status(slot);
+            last["state"] == state
+        });
+        last
+    }
+
+    /// SIGTERM to the reaper and the result of its exit.
+    pub fn stop(&mut self) -> Finished {
+        send_signal(self.reaper, nix::sys::signal::Signal::SIGTERM);
+        self.running.take().expect("booted").wait(LONG)
+    }
+}
+
+pub const LONG: Duration = Duration::from_secs(60);
+
+/// One request over a control socket, parsed.
+pub fn request(socket: &Path, body: &serde_json::Value) -> serde_json::Value {
+    use std::io::{BufRead, BufReader};
+    let mut stream = std::os::unix::net::UnixStream::connect(socket).expect("connect");
+    stream.set_read_timeout(Some(LONG)).unwrap();
+    writeln!(stream, "{body}").expect("send");
+    let mut line = String::new();
+    BufReader::new(&stream).read_line(&mut line).expect("reply");
+    serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad reply {line:?}: {e}"))
+}
+
+/// Host pids of processes whose command line contains `marker`.
+pub fn pids_with(marker: &str) -> Vec<i32> {
+    let mut found = Vec::new();
+    for entry in fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
+        let Ok(cmdline) = fs::read(format!("/proc/{pid}/cmdline")) else { continue };
+        let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        let zombie = fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z "));
+        if text.contains(marker) && !zombie {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// Zombie children of a host pid.
+pub fn zombie_children(pid: i32) -> usize {
+    children(pid)
+        .iter()
+        .filter(|c| fs::read_to_string(format!("/proc/{c}/stat")).is_ok_and(|s| s.contains(") Z ")))
+        .count()
+}
+
+/// Open descriptors and resident memory (KiB) of a host pid.
+pub fn fds_and_rss(pid: i32) -> (usize, u64) {
+    let fds = fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0);
+    let rss = fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0);
+    (fds, rss)
 }
