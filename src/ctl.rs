@@ -42,11 +42,26 @@ COMMANDS:
     scan                                 Load new slot directories, unload vanished ones
     send EVENT [JSON]                    Send any control event (JSON object of fields) and
                                          print the raw reply
+    profile create NAME [--start] [--wait]
+                                         Create a profile (directory, SOUL.md, a port from
+                                         9200-9799 in gateway.port), register its gateway
+                                         slot and load it; down unless --start
+    profile delete NAME --yes            Stop its gateway, wait until its processes are
+                                         gone, remove the slot and the profile directory
+    gateway start|stop|restart [-p NAME] [--all] [--wait]
+                                         Record desired_state (running or stopped) in the
+                                         profile's gateway_state.json, then act on its slot;
+                                         no -p means the default profile; --all tries every
+                                         profile and prints a summary
+    gateway register NAME                Register and load the slot of a profile created
+                                         outside the container
 
 OPTIONS:
     --socket PATH    The control socket [$HERMES_INIT_RUNTIME_DIR/control.sock, default
                      /run/hermes-init/control.sock]
     --timeout MS     Limit for --wait [10000]
+    --home DIR       The profile home [$HERMES_HOME, default /opt/data]; the scan dir is
+                     $HERMES_INIT_SCAN_DIR [/run/service]
     -h, --help       Print this help
 
 EXIT CODES:
@@ -88,7 +103,7 @@ pub fn request(socket: &std::path::Path, body: &Value, timeout: Duration) -> Res
 }
 
 /// The control socket path from the environment.
-pub fn default_socket(env: impl Fn(&str) -> Option<String>) -> PathBuf {
+pub fn default_socket(env: &impl Fn(&str) -> Option<String>) -> PathBuf {
     let dir = env("HERMES_INIT_RUNTIME_DIR").filter(|d| !d.is_empty()).unwrap_or_else(|| "/run/hermes-init".into());
     PathBuf::from(dir).join("control.sock")
 }
@@ -109,16 +124,26 @@ struct Options {
     json: bool,
     wait: bool,
     remove: bool,
+    all: bool,
+    start: bool,
+    yes: bool,
+    profile: Option<String>,
+    home: Option<String>,
     timeout_ms: u64,
     words: Vec<String>,
 }
 
-fn parse(args: Vec<String>, env: impl Fn(&str) -> Option<String>) -> Result<Option<Options>, Failure> {
+fn parse(args: Vec<String>, env: &impl Fn(&str) -> Option<String>) -> Result<Option<Options>, Failure> {
     let mut options = Options {
         socket: default_socket(env),
         json: false,
         wait: false,
         remove: false,
+        all: false,
+        start: false,
+        yes: false,
+        profile: None,
+        home: None,
         timeout_ms: DEFAULT_TIMEOUT_MS,
         words: Vec::new(),
     };
@@ -129,6 +154,11 @@ fn parse(args: Vec<String>, env: impl Fn(&str) -> Option<String>) -> Result<Opti
             "--json" => options.json = true,
             "--wait" => options.wait = true,
             "--remove" => options.remove = true,
+            "--all" => options.all = true,
+            "--start" => options.start = true,
+            "--yes" => options.yes = true,
+            "-p" | "--profile" => options.profile = Some(args.next().ok_or_else(|| usage("-p needs a profile name"))?),
+            "--home" => options.home = Some(args.next().ok_or_else(|| usage("--home needs a directory"))?),
             "--socket" => options.socket = args.next().ok_or_else(|| usage("--socket needs a path"))?.into(),
             "--timeout" => {
                 let value = args.next().ok_or_else(|| usage("--timeout needs milliseconds"))?;
@@ -143,7 +173,7 @@ fn parse(args: Vec<String>, env: impl Fn(&str) -> Option<String>) -> Result<Opti
 }
 
 fn run_inner(args: Vec<String>, env: impl Fn(&str) -> Option<String>) -> Result<i32, Failure> {
-    let Some(options) = parse(args, env)? else {
+    let Some(options) = parse(args, &env)? else {
         print!("{HELP}");
         return Ok(EXIT_OK);
     };
@@ -172,6 +202,18 @@ fn run_inner(args: Vec<String>, env: impl Fn(&str) -> Option<String>) -> Result<
                     Value::Object(data) => vec![data["slot"].clone()],
                     _ => Vec::new(),
                 };
+                if rest.is_empty() {
+                    println!("Manager: hermes-init (container supervisor)");
+                    let gateways: Vec<Value> = slots
+                        .iter()
+                        .filter(|s| s["slot"].as_str().is_some_and(|n| n.starts_with("gateway-")))
+                        .cloned()
+                        .collect();
+                    if !gateways.is_empty() {
+                        print!("\nGateways:\n{}", crate::ctl_gateway::gateway_rows(&gateways));
+                    }
+                    print!("\nSlots:\n");
+                }
                 print!("{}", status_table(&slots, now_secs()));
             }
             finish(&reply, true)
@@ -229,6 +271,30 @@ fn run_inner(args: Vec<String>, env: impl Fn(&str) -> Option<String>) -> Result<
             let reply = ask(body)?;
             println!("{}", serde_json::to_string(&reply).unwrap_or_default());
             finish(&reply, true)
+        }
+        "profile" | "gateway" => {
+            // The helper sits beside hermesctl; without /proc, argv[0] tells where that is.
+            let beside = |exe: PathBuf| exe.parent().map(|dir| dir.join("hermes-cont-init"));
+            let helper = std::env::current_exe()
+                .ok()
+                .and_then(beside)
+                .or_else(|| std::env::args().next().filter(|a| a.contains('/')).map(PathBuf::from).and_then(beside))
+                .unwrap_or_else(|| PathBuf::from("hermes-cont-init"));
+            let mut pass = crate::cont_init::Pass::from_env(&env, helper);
+            if let Some(home) = &options.home {
+                pass.home = crate::profile::Home::new(home);
+            }
+            let ctx = crate::ctl_gateway::Context {
+                socket: &options.socket,
+                pass,
+                timeout_ms: options.timeout_ms,
+                wait: options.wait,
+            };
+            if command == "profile" {
+                crate::ctl_gateway::profile(&ctx, rest, options.start, options.yes)
+            } else {
+                crate::ctl_gateway::gateway(&ctx, rest, options.profile.as_deref(), options.all)
+            }
         }
         other => Err(usage(format!("unknown command '{other}'"))),
     }

@@ -6,11 +6,14 @@
 //! event loop that joins them.
 
 pub mod config;
+pub mod cont_init;
 pub mod control;
 pub mod core;
 pub mod ctl;
+pub mod ctl_gateway;
 pub mod hooks;
 pub mod logging;
+pub mod profile;
 pub mod runtime;
 pub mod slotdir;
 pub mod supervisor;

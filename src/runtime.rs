@@ -203,7 +203,7 @@ impl Runtime {
                         tracing::error!("cannot create the scan dir {}: {e}", self.config.scan_dir.display());
                     }
                     let (loaded, _) = self.supervisor.scan(false, now);
-                    tracing::info!("{} slots loaded from {}", loaded.len(), self.config.scan_dir.display());
+                    tracing::info!("slots loaded from {}: {}", self.config.scan_dir.display(), loaded.len());
                 }
                 Action::StopServices => self.supervisor.shutdown(now),
                 Action::SignalRest { signal: sig, mut skip } => {

@@ -406,6 +406,18 @@ impl Supervisor {
                 }
                 SlotAction::PermanentFailure(reason) => {
                     tracing::error!("slot {name}: failed, not restarting: {reason}");
+                    // A gateway slot records it in its profile, so it stays down after a restart.
+                    if let Some(profile_dir) = crate::profile::slot_profile_dir(&entry.dir) {
+                        match crate::profile::record_permanent_failure(&profile_dir, &reason) {
+                            Ok(()) => {
+                                tracing::info!("slot {name}: recorded startup_failed in {}", profile_dir.display())
+                            }
+                            Err(e) => tracing::error!(
+                                "slot {name}: cannot record the failure in {}: {e}",
+                                profile_dir.join(crate::profile::STATE_FILE).display()
+                            ),
+                        }
+                    }
                 }
                 SlotAction::Forget => {
                     if let Some(entry) = self.slots.remove(name) {

@@ -5,6 +5,7 @@ pub mod backoff;
 pub mod exit;
 pub mod hooks;
 pub mod lifecycle;
+pub mod reconcile;
 pub mod slot;
 
 use std::fmt;

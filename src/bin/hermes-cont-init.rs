@@ -1,0 +1,15 @@
+//! `hermes-cont-init`: the boot reconciler of gateway slots. See `hermes-cont-init --help`.
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = match std::env::args_os().skip(1).map(|a| a.into_string()).collect() {
+        Ok(args) => args,
+        Err(bad) => {
+            eprintln!("hermes-cont-init: argument is not UTF-8: {bad:?}");
+            return ExitCode::from(100);
+        }
+    };
+    let code = hermes_init::cont_init::main(args, |name| std::env::var(name).ok());
+    ExitCode::from(u8::try_from(code).unwrap_or(u8::MAX))
+}

@@ -1,0 +1,277 @@
+//! `hermes-cont-init`: the boot pass that rebuilds every gateway slot from the state saved
+//! on the volume, run as a boot hook before the reaper loads the slots.
+//!
+//! Invariants: one profile's problem (a hostile state file, an invalid name, a failed
+//! write) is that profile's warning and outcome, and the pass goes on; only an unwritable
+//! scan dir fails the pass (exit 111); `--dry-run` touches nothing.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{Value, json};
+
+use crate::core::reconcile::{self, Decision};
+use crate::profile::{self, Found, GatewaySlot, Home};
+
+pub const HELP: &str = "\
+hermes-cont-init: rebuild the gateway slots from the state saved on the volume
+
+USAGE:
+    hermes-cont-init [--home DIR] [--scan-dir DIR] [--dry-run] [--json]
+    hermes-cont-init exec-as USER -- CMD [ARGS...]
+
+The default profile (HERMES_HOME itself) comes first, then every directory of
+HERMES_HOME/profiles holding SOUL.md, sorted by name. Each gets the slot gateway-<profile>
+in the scan dir, started at boot when its gateway_state.json says so:
+    desired_state running                      -> start
+    desired_state stopped                      -> down
+    no desired_state, gateway_state running,
+      draining or degraded                     -> start (and record desired_state running)
+    anything else, or an unreadable file       -> down, with a warning
+
+OPTIONS:
+    --home DIR       The profile home [$HERMES_HOME, default /opt/data]
+    --scan-dir DIR   Where slots are written [$HERMES_INIT_SCAN_DIR, default /run/service]
+    --dry-run        Print the plan; change nothing
+    --json           Print the plan as JSON
+    -h, --help       Print this help
+
+ENVIRONMENT:
+    HERMES_INIT_GATEWAY_CMD    A shell command line replacing the gateway command
+                               (default: hermes gateway run --replace for the default
+                               profile, hermes -p <name> gateway run --replace otherwise);
+                               run with HERMES_PROFILE and HERMES_PROFILE_DIR exported
+    HERMES_INIT_GATEWAY_USER   The user gateways run as, when it exists and the init runs
+                               as root [hermes]
+
+exec-as USER -- CMD: runs CMD as USER when running as root and USER exists, else as is
+(the gateway slots' run files use it).
+
+EXIT CODES:
+    0      every profile was handled (some may have been skipped)
+    100    usage error
+    111    the scan dir cannot be written
+";
+
+/// The settings of one pass.
+#[derive(Debug, Clone)]
+pub struct Pass {
+    pub home: Home,
+    pub scan_dir: PathBuf,
+    pub dry_run: bool,
+    pub json: bool,
+    pub gateway_command: Option<String>,
+    pub gateway_user: String,
+    pub helper: PathBuf,
+}
+
+impl Pass {
+    /// Settings from the environment alone (for callers other than the command line).
+    pub fn from_env(env: &impl Fn(&str) -> Option<String>, helper: PathBuf) -> Pass {
+        Pass {
+            home: Home::new(env("HERMES_HOME").filter(|v| !v.is_empty()).unwrap_or_else(|| "/opt/data".into())),
+            scan_dir: env("HERMES_INIT_SCAN_DIR")
+                .filter(|v| !v.is_empty())
+                .unwrap_or_else(|| crate::config::DEFAULT_SCAN_DIR.into())
+                .into(),
+            dry_run: false,
+            json: false,
+            gateway_command: env("HERMES_INIT_GATEWAY_CMD").filter(|v| !v.trim().is_empty()),
+            gateway_user: env("HERMES_INIT_GATEWAY_USER").filter(|v| !v.is_empty()).unwrap_or_else(|| "hermes".into()),
+            helper,
+        }
+    }
+
+    /// The slot description of a profile.
+    pub fn gateway_slot(&self, name: &str, dir: &Path) -> GatewaySlot {
+        GatewaySlot {
+            profile: name.to_string(),
+            profile_dir: dir.to_path_buf(),
+            home: self.home.root.clone(),
+            port: profile::read_port(dir),
+            command: self.gateway_command.clone(),
+            user: self.gateway_user.clone(),
+            helper: self.helper.clone(),
+        }
+    }
+}
+
+/// The outcome for one profile.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub profile: String,
+    pub prior_state: Option<String>,
+    pub action: &'static str,
+    pub desired: Option<String>,
+    pub reason: Option<String>,
+}
+
+impl Outcome {
+    fn log_line(&self, timestamp: &str) -> String {
+        let mut line = format!(
+            "{timestamp} profile={} prior_state={} action={}",
+            self.profile,
+            self.prior_state.as_deref().unwrap_or("None"),
+            self.action
+        );
+        if let Some(desired) = &self.desired {
+            line.push_str(&format!(" desired={desired}"));
+        }
+        if let Some(reason) = &self.reason {
+            line.push_str(&format!(" reason=\"{}\"", reason.replace('"', "'")));
+        }
+        line
+    }
+
+    fn to_json(&self) -> Value {
+        json!({
+            "profile": self.profile,
+            "slot": reconcile::slot_name(&self.profile),
+            "prior_state": self.prior_state,
+            "action": self.action,
+            "desired": self.desired,
+            "reason": self.reason,
+        })
+    }
+}
+
+/// Runs the pass; returns the exit code.
+pub fn run(pass: &Pass) -> i32 {
+    if !pass.dry_run {
+        if let Err(e) = std::fs::create_dir_all(&pass.scan_dir).and_then(|_| probe_writable(&pass.scan_dir)) {
+            eprintln!("hermes-cont-init: cannot write the scan dir {}: {e}", pass.scan_dir.display());
+            return 111;
+        }
+        let swept = profile::sweep_staging(&pass.scan_dir);
+        if swept > 0 {
+            eprintln!("hermes-cont-init: removed {swept} stale staging directories");
+        }
+    }
+    let mut outcomes = Vec::new();
+    for found in pass.home.walk() {
+        let outcome = match found {
+            Found::Skipped { name, reason } => {
+                eprintln!("hermes-cont-init: warning: profile {name}: skipped: {reason}");
+                Outcome { profile: name, prior_state: None, action: "skipped", desired: None, reason: Some(reason) }
+            }
+            Found::Profile { name, dir } => reconcile_one(pass, &name, &dir),
+        };
+        outcomes.push(outcome);
+    }
+    let timestamp = crate::sys::files::local_timestamp();
+    if pass.json {
+        let plan: Vec<Value> = outcomes.iter().map(Outcome::to_json).collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({"dry_run": pass.dry_run, "profiles": plan})).unwrap_or_default()
+        );
+    }
+    for outcome in &outcomes {
+        if !pass.json {
+            println!(
+                "reconcile: profile={} prior_state={} action={}{}",
+                outcome.profile,
+                outcome.prior_state.as_deref().unwrap_or("None"),
+                outcome.action,
+                if pass.dry_run { " (dry run)" } else { "" }
+            );
+        }
+        if !pass.dry_run
+            && let Err(e) = profile::append_boot_log(&pass.home, &outcome.log_line(&timestamp))
+        {
+            eprintln!("hermes-cont-init: warning: cannot append to the boot log: {e}");
+        }
+    }
+    0
+}
+
+fn probe_writable(dir: &Path) -> std::io::Result<()> {
+    let probe = dir.join(format!(".probe-{}", std::process::id()));
+    std::fs::write(&probe, b"")?;
+    std::fs::remove_file(&probe)
+}
+
+fn reconcile_one(pass: &Pass, name: &str, dir: &Path) -> Outcome {
+    let state = profile::read_state(dir);
+    let Decision { start, prior_state, desired, record_running, warning } =
+        reconcile::decide(state.as_ref().map_err(String::as_str));
+    if let Some(warning) = &warning {
+        eprintln!("hermes-cont-init: warning: profile {name}: down: {warning}");
+    }
+    let mut outcome = Outcome {
+        profile: name.to_string(),
+        prior_state,
+        action: if start { "started" } else { "registered" },
+        desired: desired.clone(),
+        reason: warning,
+    };
+    if pass.dry_run {
+        if record_running {
+            outcome.desired = Some("running".into());
+        }
+        return outcome;
+    }
+    for removed in profile::sweep_stale_files(dir) {
+        eprintln!("hermes-cont-init: profile {name}: removed stale {removed}");
+    }
+    if record_running {
+        match profile::record_desired(dir, "running") {
+            Ok(()) => outcome.desired = Some("running".into()),
+            Err(e) => eprintln!("hermes-cont-init: warning: profile {name}: cannot record desired_state: {e}"),
+        }
+    }
+    if let Err(e) = profile::write_slot(&pass.scan_dir, &pass.gateway_slot(name, dir), !start) {
+        eprintln!("hermes-cont-init: warning: profile {name}: cannot write its slot: {e}");
+        outcome.action = "skipped";
+        outcome.reason = Some(format!("cannot write the slot: {e}"));
+    }
+    outcome
+}
+
+/// The command line of `hermes-cont-init`; returns the exit code.
+pub fn main(args: Vec<String>, env: impl Fn(&str) -> Option<String>) -> i32 {
+    if args.first().map(String::as_str) == Some("exec-as") {
+        return exec_as(&args[1..]);
+    }
+    let helper = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("hermes-cont-init"));
+    let mut pass = Pass::from_env(&env, helper);
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "-h" | "--help" => {
+                print!("{HELP}");
+                return 0;
+            }
+            "--dry-run" => pass.dry_run = true,
+            "--json" => pass.json = true,
+            "--home" | "--scan-dir" => {
+                let Some(value) = args.next() else {
+                    eprintln!("hermes-cont-init: {arg} needs a directory (see --help)");
+                    return 100;
+                };
+                if arg == "--home" {
+                    pass.home = Home::new(value);
+                } else {
+                    pass.scan_dir = value.into();
+                }
+            }
+            other => {
+                eprintln!("hermes-cont-init: unknown argument '{other}' (see --help)");
+                return 100;
+            }
+        }
+    }
+    run(&pass)
+}
+
+fn exec_as(args: &[String]) -> i32 {
+    let (user, rest) = match args {
+        [user, dashdash, rest @ ..] if dashdash == "--" && !rest.is_empty() => (user, rest),
+        _ => {
+            eprintln!("hermes-cont-init: usage: hermes-cont-init exec-as USER -- CMD [ARGS...]");
+            return 100;
+        }
+    };
+    let error = crate::sys::files::exec_as(user, rest);
+    eprintln!("hermes-cont-init: cannot run {}: {error}", rest[0]);
+    if error.kind() == std::io::ErrorKind::NotFound { 127 } else { 126 }
+}

@@ -1,0 +1,144 @@
+//! File-system calls the standard library lacks: opening without following a symlink or
+//! blocking on a FIFO, swapping two directories atomically, syncing a directory, and
+//! timestamps in the local zone.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use nix::libc;
+
+/// Opens `path` for reading without following a final symlink (ELOOP) and without blocking
+/// on a FIFO or device.
+pub fn open_nofollow(path: &Path) -> io::Result<File> {
+    std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(path)
+}
+
+/// Whether an error came from `open_nofollow` meeting a symlink.
+pub fn is_symlink_error(error: &io::Error) -> bool {
+    error.raw_os_error() == Some(libc::ELOOP)
+}
+
+/// Swaps two existing paths in one step (`renameat2(RENAME_EXCHANGE)`).
+pub fn exchange(a: &Path, b: &Path) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let a = std::ffi::CString::new(a.as_os_str().as_bytes()).map_err(io::Error::other)?;
+    let b = std::ffi::CString::new(b.as_os_str().as_bytes()).map_err(io::Error::other)?;
+    const RENAME_EXCHANGE: libc::c_uint = 1 << 1;
+    // SAFETY: both strings are valid, NUL-terminated and outlive the call.
+    let rc = unsafe {
+        libc::syscall(libc::SYS_renameat2, libc::AT_FDCWD, a.as_ptr(), libc::AT_FDCWD, b.as_ptr(), RENAME_EXCHANGE)
+    };
+    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+}
+
+/// Flushes a directory's entries (after a rename into it) to disk.
+pub fn fsync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Gives `path` the owner of `like` (when running as root; otherwise a no-op).
+pub fn copy_owner(path: &Path, uid: u32, gid: u32) -> io::Result<()> {
+    if nix::unistd::geteuid().is_root() {
+        nix::unistd::chown(path, Some(nix::unistd::Uid::from_raw(uid)), Some(nix::unistd::Gid::from_raw(gid)))?;
+    }
+    Ok(())
+}
+
+/// Broken-down time: (year, month, day, hour, minute, second, offset from UTC in seconds).
+type Civil = (i64, i64, i64, i64, i64, i64, i64);
+
+fn broken_down(secs: i64, local: bool) -> Civil {
+    let t: libc::time_t = secs;
+    // SAFETY: `tm` is plain data, filled in by the reentrant call.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    // SAFETY: valid pointers to a time_t and a tm.
+    let ok = unsafe {
+        if local { !libc::localtime_r(&t, &mut tm).is_null() } else { !libc::gmtime_r(&t, &mut tm).is_null() }
+    };
+    if !ok {
+        return (1970, 1, 1, 0, 0, 0, 0);
+    }
+    (
+        tm.tm_year as i64 + 1900,
+        tm.tm_mon as i64 + 1,
+        tm.tm_mday as i64,
+        tm.tm_hour as i64,
+        tm.tm_min as i64,
+        tm.tm_sec as i64,
+        tm.tm_gmtoff,
+    )
+}
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+/// Now as ISO-8601 in UTC: `2026-11-22T21:14:05Z`.
+pub fn utc_timestamp() -> String {
+    let (y, mo, d, h, mi, s, _) = broken_down(now_secs(), false);
+    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
+}
+
+/// Now in the local zone as `%Y-%m-%dT%H:%M:%S%z`: `2026-11-22T21:14:05+0000`.
+pub fn local_timestamp() -> String {
+    let (y, mo, d, h, mi, s, off) = broken_down(now_secs(), true);
+    let sign = if off < 0 { '-' } else { '+' };
+    let off = off.abs();
+    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}{sign}{:02}{:02}", off / 3600, (off % 3600) / 60)
+}
+
+/// Replaces this process with `argv`, first dropping to `user` when running as root and the
+/// user exists. Returns only on failure.
+pub fn exec_as(user: &str, argv: &[String]) -> io::Error {
+    use std::os::unix::process::CommandExt;
+    let Some((program, args)) = argv.split_first() else {
+        return io::Error::new(io::ErrorKind::InvalidInput, "no command to run");
+    };
+    let mut command = std::process::Command::new(program);
+    command.args(args);
+    if nix::unistd::geteuid().is_root() {
+        match nix::unistd::User::from_name(user) {
+            Ok(Some(account)) => {
+                let name = match std::ffi::CString::new(user) {
+                    Ok(name) => name,
+                    Err(e) => return io::Error::other(e),
+                };
+                if let Err(e) = nix::unistd::initgroups(&name, account.gid) {
+                    return io::Error::other(format!("initgroups for {user}: {e}"));
+                }
+                command.uid(account.uid.as_raw()).gid(account.gid.as_raw());
+            }
+            Ok(None) => {}
+            Err(e) => return io::Error::other(format!("looking up user {user}: {e}")),
+        }
+    }
+    command.exec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_have_the_documented_shape() {
+        let utc = utc_timestamp();
+        assert_eq!(utc.len(), 20, "{utc}");
+        assert!(utc.ends_with('Z') && utc.as_bytes()[10] == b'T', "{utc}");
+        let local = local_timestamp();
+        assert_eq!(local.len(), 24, "{local}");
+        assert!(matches!(local.as_bytes()[19], b'+' | b'-'), "{local}");
+    }
+
+    #[test]
+    fn exchange_swaps_two_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        std::fs::create_dir(&a).unwrap();
+        std::fs::create_dir(&b).unwrap();
+        std::fs::write(a.join("from-a"), "").unwrap();
+        exchange(&a, &b).unwrap();
+        assert!(b.join("from-a").exists() && !a.join("from-a").exists());
+    }
+}

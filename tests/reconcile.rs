@@ -1,0 +1,601 @@
+//! Black-box tests of `hermes-cont-init` (the boot pass over a real profile home) and of
+//! the profile and gateway commands of hermesctl, ending with the docker-restart
+//! simulation: boot, change, stop, wipe the tmpfs, boot again, twenty times.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+use serde_json::{Value, json};
+
+const CONT_INIT: &str = env!("CARGO_BIN_EXE_hermes-cont-init");
+
+fn fake_gateway() -> String {
+    format!("{}/scripts/fake-gateway", env!("CARGO_MANIFEST_DIR"))
+}
+
+struct HomeFixture {
+    scratch: Scratch,
+}
+
+impl HomeFixture {
+    fn new() -> HomeFixture {
+        let scratch = Scratch::new();
+        fs::create_dir_all(scratch.path("home/profiles")).unwrap();
+        fs::create_dir_all(scratch.path("scan")).unwrap();
+        HomeFixture { scratch }
+    }
+
+    fn home(&self) -> PathBuf {
+        self.scratch.path("home")
+    }
+
+    fn scan(&self) -> PathBuf {
+        self.scratch.path("scan")
+    }
+
+    fn profile_dir(&self, name: &str) -> PathBuf {
+        if name == "default" { self.home() } else { self.home().join("profiles").join(name) }
+    }
+
+    /// A named profile with SOUL.md and, if given, a state file body.
+    fn profile(&self, name: &str, state: Option<&str>) -> PathBuf {
+        let dir = self.profile_dir(name);
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("SOUL.md"), "soul\n").unwrap();
+        if let Some(state) = state {
+            fs::write(dir.join("gateway_state.json"), state).unwrap();
+        }
+        dir
+    }
+
+    fn cont_init(&self, args: &[&str]) -> Finished {
+        let mut command = Command::new(CONT_INIT);
+        command.arg("--home").arg(self.home()).arg("--scan-dir").arg(self.scan()).args(args);
+        command.env_remove("HERMES_INIT_GATEWAY_CMD");
+        start(command).wait(LONG)
+    }
+
+    fn slot(&self, profile: &str) -> PathBuf {
+        self.scan().join(format!("gateway-{profile}"))
+    }
+
+    fn is_down(&self, profile: &str) -> bool {
+        assert!(self.slot(profile).join("run").exists(), "slot of {profile} missing");
+        self.slot(profile).join("down").exists()
+    }
+
+    fn state(&self, profile: &str) -> Value {
+        serde_json::from_str(&fs::read_to_string(self.profile_dir(profile).join("gateway_state.json")).unwrap())
+            .unwrap()
+    }
+
+    fn boot_log(&self) -> String {
+        fs::read_to_string(self.home().join("logs/container-boot.log")).unwrap_or_default()
+    }
+}
+
+#[test]
+fn every_row_of_the_boot_decision_table() {
+    let fx = HomeFixture::new();
+    fs::write(fx.home().join("gateway_state.json"), r#"{"gateway_state": "running"}"#).unwrap();
+    // (profile, state file, started, desired afterwards)
+    let cases = [
+        ("d-running", r#"{"desired_state": "running", "gateway_state": "stopped"}"#, true, Some("running")),
+        ("d-stopped", r#"{"desired_state": "stopped", "gateway_state": "running"}"#, false, Some("stopped")),
+        ("g-running", r#"{"gateway_state": "running", "extra": 1}"#, true, Some("running")),
+        ("g-draining", r#"{"gateway_state": "draining"}"#, true, Some("running")),
+        ("g-degraded", r#"{"gateway_state": "degraded"}"#, true, Some("running")),
+        ("g-stopped", r#"{"gateway_state": "stopped"}"#, false, None),
+        ("g-starting", r#"{"gateway_state": "starting"}"#, false, None),
+        ("g-failed", r#"{"gateway_state": "startup_failed"}"#, false, None),
+        ("g-number", r#"{"gateway_state": 3}"#, false, None),
+        ("d-number", r#"{"desired_state": 1, "gateway_state": "running"}"#, false, None),
+    ];
+    for (name, state, _, _) in cases {
+        fx.profile(name, Some(state));
+    }
+    let out = fx.cont_init(&[]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(!fx.is_down("default"), "the default profile started on gateway_state running");
+    assert_eq!(fx.state("default")["desired_state"], "running");
+    for (name, _, started, desired) in cases {
+        assert_eq!(!fx.is_down(name), started, "{name}: {out:?}");
+        assert_eq!(fx.state(name).get("desired_state").and_then(Value::as_str), desired, "{name}");
+        let action = if started { "started" } else { "registered" };
+        assert!(out.stdout.contains(&format!("reconcile: profile={name} prior_state=")), "{name}");
+        assert!(
+            out.stdout.lines().any(|l| l.contains(&format!("profile={name} ")) && l.ends_with(action)),
+            "{name}: {}",
+            out.stdout
+        );
+    }
+    assert_eq!(fx.state("g-running")["extra"], 1, "other fields kept");
+    assert!(out.stderr.contains("invalid gateway_state 3"), "{}", out.stderr);
+    assert!(out.stderr.contains("invalid desired_state 1"), "{}", out.stderr);
+}
+
+#[test]
+fn the_default_slot_is_registered_on_an_empty_home() {
+    let fx = HomeFixture::new();
+    fs::remove_dir_all(fx.home().join("profiles")).unwrap();
+    let out = fx.cont_init(&[]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(fx.is_down("default"));
+    assert_eq!(out.stdout.trim(), "reconcile: profile=default prior_state=None action=registered");
+}
+
+#[test]
+fn hostile_state_files_mean_down_with_a_warning_naming_file_and_reason() {
+    let fx = HomeFixture::new();
+    let outside = fx.scratch.path("outside.json");
+    fs::write(&outside, r#"{"desired_state": "running"}"#).unwrap();
+    // (profile, how to make its state file, text of the warning)
+    type Make = Box<dyn Fn(&Path)>;
+    let file = |body: &'static [u8]| -> Make { Box::new(move |p: &Path| fs::write(p, body).unwrap()) };
+    let cases: Vec<(&str, Make, &str)> = vec![
+        ("missing", Box::new(|_: &Path| {}), "missing"),
+        ("empty", file(b""), "empty"),
+        ("blank", file(b"  \n"), "empty"),
+        ("corrupt", file(b"{\"gateway_state\": \"runn"), "corrupt JSON"),
+        ("array", file(b"[\"running\"]"), "not an object (an array)"),
+        ("string", file(b"\"running\""), "not an object (a string)"),
+        ("number", file(b"42"), "not an object (a number)"),
+        ("null", file(b"null"), "not an object (null)"),
+        ("bom", file(b"\xEF\xBB\xBF{\"desired_state\": \"running\"}"), "byte order mark"),
+        ("binary", file(b"\x00\xff\xfe garbage"), "corrupt JSON"),
+        ("directory", Box::new(|p: &Path| fs::create_dir(p).unwrap()), "is a directory"),
+        (
+            "fifo",
+            Box::new(|p: &Path| nix::unistd::mkfifo(p, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap()),
+            "not a regular file",
+        ),
+        (
+            "symlink",
+            {
+                let target = outside.clone();
+                Box::new(move |p: &Path| std::os::unix::fs::symlink(&target, p).unwrap())
+            },
+            "symlink",
+        ),
+        (
+            "huge",
+            Box::new(|p: &Path| {
+                let mut body = br#"{"desired_state": "running", "pad": ""#.to_vec();
+                body.extend(std::iter::repeat_n(b'x', 1024 * 1024));
+                body.extend(b"\"}");
+                fs::write(p, body).unwrap()
+            }),
+            "larger than 1 MiB",
+        ),
+    ];
+    for (name, make, _) in &cases {
+        let dir = fx.profile(name, None);
+        make(&dir.join("gateway_state.json"));
+    }
+    // A FIFO must not hang the pass: `wait` fails the test at its deadline.
+    let out = fx.cont_init(&[]);
+    assert_eq!(out.code, 0, "{out:?}");
+    for (name, _, reason) in &cases {
+        assert!(fx.is_down(name), "{name} must stay down");
+        let file = fx.profile_dir(name).join("gateway_state.json");
+        let warning = out.stderr.lines().find(|l| l.contains(&format!("profile {name}: down:"))).unwrap_or_else(|| {
+            panic!("no warning for {name}: {}", out.stderr);
+        });
+        assert!(warning.contains(&file.display().to_string()) && warning.contains(reason), "{name}: {warning}");
+        assert!(fx.boot_log().contains(&format!("profile={name} prior_state=None action=registered")), "{name}");
+    }
+    // The symlink's target was neither followed nor changed.
+    assert_eq!(fs::read_to_string(&outside).unwrap(), r#"{"desired_state": "running"}"#);
+}
+
+#[test]
+fn an_unreadable_state_file_means_down() {
+    if nix::unistd::geteuid().as_raw() != 0 {
+        eprintln!("SKIPPED: needs root to run the pass as another uid");
+        return;
+    }
+    let fx = HomeFixture::new();
+    let dir = fx.profile("locked", Some(r#"{"desired_state": "running"}"#));
+    fs::set_permissions(dir.join("gateway_state.json"), fs::Permissions::from_mode(0o000)).unwrap();
+    for path in [fx.scratch.dir.path().to_path_buf(), fx.home(), fx.home().join("profiles"), dir.clone(), fx.scan()] {
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    let mut command = Command::new("setpriv");
+    command.args(["--reuid=65534", "--regid=65534", "--clear-groups", CONT_INIT]);
+    command.arg("--home").arg(fx.home()).arg("--scan-dir").arg(fx.scan());
+    let out = start(command).wait(LONG);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(fx.is_down("locked"));
+    assert!(out.stderr.contains("unreadable: Permission denied"), "{}", out.stderr);
+}
+
+#[test]
+fn order_skips_and_non_profiles() {
+    let fx = HomeFixture::new();
+    for name in ["zeta", "alpha", "m-1", "Bad", "with space"] {
+        fx.profile(name, Some(r#"{"gateway_state": "stopped"}"#));
+    }
+    fs::create_dir_all(fx.home().join("profiles/default")).unwrap();
+    fs::write(fx.home().join("profiles/default/SOUL.md"), "").unwrap();
+    fs::create_dir_all(fx.home().join("profiles/no-soul")).unwrap();
+    fs::write(fx.home().join("profiles/a-file"), "").unwrap();
+    std::os::unix::fs::symlink(fx.profile_dir("alpha"), fx.home().join("profiles/linked")).unwrap();
+    let out = fx.cont_init(&[]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let order: Vec<&str> =
+        out.stdout.lines().map(|l| l.split_whitespace().nth(1).unwrap().trim_start_matches("profile=")).collect();
+    assert_eq!(order, ["default", "Bad", "alpha", "default", "m-1", "with", "zeta"], "{}", out.stdout);
+    assert!(out.stderr.contains("profile Bad: skipped: invalid profile name"), "{}", out.stderr);
+    assert!(out.stderr.contains("profile default: skipped: profiles/default/ is reserved"), "{}", out.stderr);
+    assert!(fx.boot_log().contains("profile=Bad prior_state=None action=skipped reason=\""), "{}", fx.boot_log());
+    let slots: BTreeSet<String> =
+        fs::read_dir(fx.scan()).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    let want: BTreeSet<String> =
+        ["gateway-default", "gateway-alpha", "gateway-m-1", "gateway-zeta"].iter().map(|s| s.to_string()).collect();
+    assert_eq!(slots, want);
+}
+
+#[test]
+fn stale_files_staging_dirs_idempotence_log_format_and_rotation() {
+    let fx = HomeFixture::new();
+    let dir = fx.profile("work", Some(r#"{"gateway_state": "running"}"#));
+    for stale in ["gateway.pid", "processes.json", "gateway.lock", ".clean_shutdown"] {
+        fs::write(dir.join(stale), "x").unwrap();
+    }
+    fs::create_dir_all(fx.scan().join(".staging-gateway-work-999/junk")).unwrap();
+    let first = fx.cont_init(&[]);
+    assert_eq!(first.code, 0, "{first:?}");
+    assert!(!dir.join("gateway.pid").exists() && !dir.join("processes.json").exists());
+    assert!(dir.join("gateway.lock").exists() && dir.join(".clean_shutdown").exists());
+    assert!(!fx.scan().join(".staging-gateway-work-999").exists(), "stale staging dir removed");
+    let run_before = fs::read(fx.slot("work").join("run")).unwrap();
+    assert!(!fx.is_down("work"));
+    // Second pass, after an operator stop: same run file, new down decision.
+    fs::write(dir.join("gateway_state.json"), r#"{"desired_state": "stopped", "gateway_state": "running"}"#).unwrap();
+    let second = fx.cont_init(&[]);
+    assert_eq!(second.code, 0);
+    assert_eq!(fs::read(fx.slot("work").join("run")).unwrap(), run_before, "run rewritten byte for byte");
+    assert!(fx.is_down("work"));
+    let leftovers: Vec<String> = fs::read_dir(fx.scan())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    // Log lines: `<ts> profile=<p> prior_state=<s> action=<a>[ desired=<d>][ reason="..."]`.
+    let log = fx.boot_log();
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(lines.len(), 4, "{log}");
+    let line = lines.iter().find(|l| l.contains("profile=work") && l.contains("desired=stopped")).unwrap();
+    let ts = line.split(' ').next().unwrap();
+    assert_eq!(ts.len(), 24, "{ts}");
+    assert!(ts.as_bytes()[10] == b'T' && matches!(ts.as_bytes()[19], b'+' | b'-'), "{ts}");
+    assert!(line.ends_with("profile=work prior_state=running action=registered desired=stopped"), "{line}");
+    // Rotation at 256 KiB.
+    fs::write(fx.home().join("logs/container-boot.log"), vec![b'x'; 256 * 1024]).unwrap();
+    fx.cont_init(&[]);
+    assert_eq!(fs::metadata(fx.home().join("logs/container-boot.log.1")).unwrap().len(), 256 * 1024);
+    assert_eq!(fx.boot_log().lines().count(), 2);
+}
+
+#[test]
+fn dry_run_touches_nothing_and_json_prints_the_plan() {
+    let fx = HomeFixture::new();
+    let dir = fx.profile("work", Some(r#"{"gateway_state": "running"}"#));
+    fs::write(dir.join("gateway.pid"), "1").unwrap();
+    let out = fx.cont_init(&["--dry-run", "--json"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let plan: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(plan["dry_run"], true);
+    assert_eq!(
+        plan["profiles"][1],
+        json!({"profile": "work", "slot": "gateway-work", "prior_state": "running", "action": "started", "desired": "running", "reason": null})
+    );
+    assert_eq!(fs::read_dir(fx.scan()).unwrap().count(), 0);
+    assert!(dir.join("gateway.pid").exists());
+    assert_eq!(fx.state("work"), json!({"gateway_state": "running"}));
+    assert!(!fx.home().join("logs").exists());
+    let text = fx.cont_init(&["--dry-run"]);
+    assert!(
+        text.stdout.contains("reconcile: profile=work prior_state=running action=started (dry run)"),
+        "{}",
+        text.stdout
+    );
+}
+
+#[test]
+fn an_unwritable_scan_dir_exits_111() {
+    let fx = HomeFixture::new();
+    let not_a_dir = fx.scratch.path("file");
+    fs::write(&not_a_dir, "").unwrap();
+    let out = start({
+        let mut c = Command::new(CONT_INIT);
+        c.arg("--home").arg(fx.home()).arg("--scan-dir").arg(&not_a_dir);
+        c
+    })
+    .wait(LONG);
+    assert_eq!(out.code, 111, "{out:?}");
+    assert!(out.stderr.contains(&not_a_dir.display().to_string()), "{}", out.stderr);
+    assert_eq!(fx.cont_init(&["--bogus"]).code, 100);
+}
+
+#[test]
+fn the_run_file_exports_the_profile_and_runs_the_configured_command() {
+    let fx = HomeFixture::new();
+    let dir = fx.profile("work", Some(r#"{"desired_state": "running"}"#));
+    fs::write(dir.join("gateway.port"), "9321\n").unwrap();
+    let out = start({
+        let mut c = Command::new(CONT_INIT);
+        c.arg("--home").arg(fx.home()).arg("--scan-dir").arg(fx.scan());
+        c.env(
+            "HERMES_INIT_GATEWAY_CMD",
+            "echo \"$HERMES_PROFILE|$HERMES_PROFILE_DIR|$HERMES_HOME|$HOME|$HERMES_GATEWAY_PORT\"",
+        );
+        c.env("HERMES_INIT_GATEWAY_USER", "no-such-user-here");
+        c
+    })
+    .wait(LONG);
+    assert_eq!(out.code, 0, "{out:?}");
+    let ran = start({
+        let mut c = Command::new(fx.slot("work").join("run"));
+        c.env_clear().env("PATH", "/usr/bin:/bin");
+        c
+    })
+    .wait(LONG);
+    let home = fx.home().display().to_string();
+    assert_eq!(ran.stdout.trim(), format!("work|{}|{home}|{home}|9321", dir.display()), "{ran:?}");
+    // Without the variable: the hermes command line, with the profile for named ones.
+    fx.cont_init(&[]);
+    let run = fs::read_to_string(fx.slot("work").join("run")).unwrap();
+    assert!(run.contains("'hermes' '-p' 'work' 'gateway' 'run' '--replace'"), "{run}");
+    let run = fs::read_to_string(fx.slot("default").join("run")).unwrap();
+    assert!(run.contains("'hermes' 'gateway' 'run' '--replace'") && !run.contains("'-p'"), "{run}");
+}
+
+/// A reaper booted over a profile home, with `hermes-cont-init` as its boot hook and a
+/// tmpfs scan dir (fresh at every boot, as /run is in a container).
+struct Container {
+    fx: HomeFixture,
+    sv: Supervised,
+}
+
+impl Container {
+    fn new() -> Container {
+        let fx = HomeFixture::new();
+        let sv = Supervised::new();
+        sv.scratch.script("cont-init.d/02-reconcile-profiles", &format!("exec {CONT_INIT}"));
+        Container { fx, sv }
+    }
+
+    fn env(&self) -> Vec<(String, String)> {
+        vec![
+            ("HERMES_HOME".into(), self.fx.home().display().to_string()),
+            ("HERMES_INIT_CONT_INIT_DIR".into(), self.sv.scratch.path("cont-init.d").display().to_string()),
+            ("HERMES_INIT_GATEWAY_CMD".into(), format!("exec {}", fake_gateway())),
+            ("HERMES_INIT_READY_AFTER_MS".into(), "50".into()),
+            ("HERMES_INIT_CRASH_LIMIT".into(), "2".into()),
+            ("HERMES_INIT_SCAN_DIR".into(), self.sv.scan_dir().display().to_string()),
+            ("HERMES_INIT_RUNTIME_DIR".into(), self.sv.scratch.path("run").display().to_string()),
+        ]
+    }
+
+    /// Boots over a fresh tmpfs scan dir, as PID 1 of a new PID and mount namespace.
+    fn boot(&mut self) {
+        let scan = self.sv.scan_dir();
+        let mut command = Command::new(UNSHARE[0]);
+        command.args(&UNSHARE[1..]).args([
+            "sh",
+            "-c",
+            "mount -t tmpfs tmpfs \"$1\" && exec \"$2\"",
+            "sh",
+            scan.to_str().unwrap(),
+            REAPER,
+        ]);
+        for (k, v) in self.env() {
+            command.env(k, v);
+        }
+        let running = start(command);
+        self.sv.reaper = running.reaper_pid(true);
+        self.sv.running = Some(running);
+        let socket = self.sv.socket();
+        wait_for("the control socket", LONG, || std::os::unix::net::UnixStream::connect(&socket).is_ok());
+        // The socket answers during the boot hooks; the slots load after them.
+        wait_for("the boot pass", LONG, || !self.sv.status("gateway-default").is_null());
+    }
+
+    /// hermesctl inside the container's namespaces, where the tmpfs scan dir is visible.
+    fn ctl(&self, args: &[&str]) -> Finished {
+        let mut command = Command::new("nsenter");
+        command.arg(format!("--target={}", self.sv.reaper)).args(["--user", "--mount", "--pid", "--"]);
+        command.arg(CTL).arg("--socket").arg(self.sv.socket()).args(args);
+        for (k, v) in self.env() {
+            command.env(k, v);
+        }
+        start(command).wait(LONG)
+    }
+
+    /// Gateways whose slot runs (starting or up), once every gateway slot has settled.
+    fn running_set(&self) -> BTreeSet<String> {
+        let mut set = BTreeSet::new();
+        wait_for("gateway slots to settle", LONG, || {
+            let reply = self.sv.send(json!({"event": "slot.status"}));
+            let slots = reply["data"]["slots"].as_array().cloned().unwrap_or_default();
+            set = slots
+                .iter()
+                .filter(|s| s["state"] == "up")
+                .filter_map(|s| s["slot"].as_str()?.strip_prefix("gateway-").map(str::to_string))
+                .collect();
+            slots.iter().all(|s| s["state"] == "up" || s["state"] == "down" || s["state"] == "failed")
+        });
+        set
+    }
+}
+
+#[test]
+fn profile_and_gateway_commands() {
+    if !namespaces_available() {
+        return;
+    }
+    let mut c = Container::new();
+    c.boot();
+    // (arguments, exit code, text in the output)
+    let cases: [(&[&str], i32, &str); 14] = [
+        (&["profile", "create", "alpha"], 0, "profile alpha created"),
+        (&["profile", "create", "alpha"], 1, "profile 'alpha' already exists"),
+        (&["profile", "create", "Bad!"], 100, "invalid profile name 'Bad!'"),
+        (&["profile", "create", "root"], 100, "'root' is a reserved name"),
+        (&["profile", "create", "beta", "--start", "--wait"], 0, "gateway started"),
+        (&["gateway", "start", "-p", "alpha", "--wait"], 0, "gateway alpha: started"),
+        (&["gateway", "stop", "-p", "beta", "--wait"], 0, "gateway beta: stopped"),
+        (
+            &["gateway", "start", "-p", "ghost"],
+            1,
+            "no such gateway 'ghost': register it with hermesctl profile create ghost",
+        ),
+        (&["gateway", "restart", "--wait"], 0, "gateway default: started"),
+        (&["gateway", "stop", "--all", "--wait"], 0, "gateway stop --all: 3 ok, 0 failed"),
+        (&["profile", "delete", "default", "--yes"], 1, "cannot be deleted"),
+        (&["profile", "delete", "alpha"], 100, "add --yes"),
+        (&["profile", "delete", "alpha", "--yes"], 0, "profile alpha deleted"),
+        (&["profile", "delete", "alpha", "--yes"], 1, "no such gateway 'alpha'"),
+    ];
+    for (args, code, text) in cases {
+        let out = c.ctl(args);
+        assert_eq!(out.code, code, "{args:?}: {out:?}");
+        assert!(out.stdout.contains(text) || out.stderr.contains(text), "{args:?}: {out:?}");
+    }
+    assert!(!c.fx.profile_dir("alpha").exists());
+    assert!(c.sv.status("gateway-alpha").is_null());
+    assert_eq!(c.fx.state("beta")["desired_state"], "stopped");
+    // A profile made outside the container: register, then start.
+    c.fx.profile("outside", Some(r#"{"gateway_state": "stopped"}"#));
+    let out = c.ctl(&["gateway", "register", "outside"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(c.sv.status("gateway-outside")["state"], "down");
+    assert_eq!(c.ctl(&["gateway", "start", "-p", "outside", "--wait"]).code, 0);
+    assert_eq!(c.fx.state("outside")["gateway_state"], "running");
+    // gateway start registers a profile whose slot does not exist yet.
+    c.fx.profile("later", None);
+    let out = c.ctl(&["gateway", "start", "-p", "later", "--wait"]);
+    assert!(out.stdout.contains("gateway later: registered and started"), "{out:?}");
+    // --all with one failure: exit 1 and a summary.
+    c.fx.profile("broken", Some(r#"{"gateway_state": "stopped"}"#));
+    fs::write(c.fx.profile_dir("broken").join("config-error"), "").unwrap();
+    let out = c.ctl(&["gateway", "start", "--all", "--wait"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stdout.contains("4 ok, 1 failed"), "{out:?}");
+    // status: the manager line and one row per gateway with its saved state.
+    let status = c.ctl(&["status"]);
+    assert!(status.stdout.starts_with("Manager: hermes-init (container supervisor)"), "{}", status.stdout);
+    let row = status.stdout.lines().find(|l| l.starts_with("broken ")).unwrap();
+    assert!(row.contains("failed") && row.contains("startup_failed") && row.contains("EX_CONFIG"), "{row}");
+    c.sv.stop();
+}
+
+#[test]
+fn ports_are_deterministic_and_never_shared() {
+    use sha2::{Digest, Sha256};
+    if !namespaces_available() {
+        return;
+    }
+    let preferred = |name: &str| {
+        let d = Sha256::digest(name.as_bytes());
+        9200 + (u32::from_be_bytes([d[0], d[1], d[2], d[3]]) % 600) as u16
+    };
+    // Two names that want the same port.
+    let mut seen = std::collections::HashMap::new();
+    let (first, second) = (0..10_000)
+        .map(|i| format!("p{i}"))
+        .find_map(|name| seen.insert(preferred(&name), name.clone()).map(|other| (other, name)))
+        .unwrap();
+    let mut c = Container::new();
+    c.boot();
+    for name in [&first, &second] {
+        assert_eq!(c.ctl(&["profile", "create", name]).code, 0);
+    }
+    let port = |name: &str| {
+        fs::read_to_string(c.fx.profile_dir(name).join("gateway.port")).unwrap().trim().parse::<u16>().unwrap()
+    };
+    assert_eq!(port(&first), preferred(&first));
+    let want = if preferred(&first) == 9799 { 9200 } else { preferred(&first) + 1 };
+    assert_eq!(port(&second), want, "probed upward past the taken port");
+    // The run file exports it.
+    let out = c.ctl(&["gateway", "start", "-p", &second, "--wait"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    c.sv.stop();
+}
+
+/// The docker-restart simulation: twenty boots on one home, with random starts and stops
+/// between them, one gateway crashed into `failed`; after every boot exactly the gateways
+/// that were running before run again.
+#[test]
+fn docker_restart_brings_back_exactly_what_ran() {
+    if !namespaces_available() {
+        return;
+    }
+    let mut c = Container::new();
+    let names = ["alpha", "beta", "gamma", "delta", "epsilon"];
+    // A volume from before hermes-init: states written by the gateway alone.
+    c.fx.profile("alpha", Some(r#"{"gateway_state": "running"}"#));
+    c.fx.profile("beta", Some(r#"{"gateway_state": "stopped"}"#));
+    c.fx.profile("gamma", None);
+    c.fx.profile("delta", Some("{corrupt"));
+    c.fx.profile("epsilon", Some(r#"{"desired_state": "running"}"#));
+    c.fx.profile("crashy", Some(r#"{"gateway_state": "running"}"#));
+    fs::write(c.fx.profile_dir("crashy").join("crash"), "").unwrap();
+    let mut expected: BTreeSet<String> = ["alpha", "epsilon"].iter().map(|s| s.to_string()).collect();
+    let mut seed: u64 = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    eprintln!("random seed {seed}");
+    let mut random = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for cycle in 0..20 {
+        c.boot();
+        if cycle == 0 {
+            c.sv.wait_state("gateway-crashy", "failed");
+            assert_eq!(c.fx.state("crashy")["gateway_state"], "startup_failed");
+            assert_eq!(c.fx.state("crashy")["desired_state"], "stopped");
+        }
+        assert_eq!(c.sv.status("gateway-crashy")["state"], if cycle == 0 { "failed" } else { "down" });
+        assert_eq!(c.running_set(), expected, "boot {cycle}: the running set");
+        for name in names {
+            match random() % 3 {
+                0 => {
+                    assert_eq!(c.ctl(&["gateway", "start", "-p", name, "--wait"]).code, 0);
+                    expected.insert(name.to_string());
+                }
+                1 => {
+                    assert_eq!(c.ctl(&["gateway", "stop", "-p", name, "--wait"]).code, 0);
+                    expected.remove(name);
+                }
+                _ => {}
+            }
+        }
+        assert_eq!(c.running_set(), expected, "cycle {cycle}: after the changes");
+        // docker stop: SIGTERM; the fake gateways write `stopped` as they go.
+        let done = c.sv.stop();
+        assert_eq!(done.code, 0, "{done:?}");
+        for name in &expected {
+            assert_eq!(c.fx.state(name)["gateway_state"], "stopped", "{name} wrote stopped on SIGTERM");
+        }
+    }
+    let log = c.fx.boot_log();
+    assert_eq!(log.lines().filter(|l| l.contains("profile=crashy")).count(), 20);
+    assert!(
+        log.lines()
+            .filter(|l| l.contains("profile=crashy"))
+            .skip(1)
+            .all(|l| l.contains("action=registered desired=stopped")),
+        "{log}"
+    );
+}
