@@ -5,6 +5,7 @@
 //! write) is that profile's warning and outcome, and the pass goes on; only an unwritable
 //! scan dir fails the pass (exit 111); `--dry-run` touches nothing.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
@@ -165,9 +166,12 @@ pub fn run(pass: &Pass) -> i32 {
             serde_json::to_string_pretty(&json!({"dry_run": pass.dry_run, "profiles": plan})).unwrap_or_default()
         );
     }
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut log = String::new();
     for outcome in &outcomes {
         if !pass.json {
-            println!(
+            let _ = writeln!(
+                out,
                 "reconcile: profile={} prior_state={} action={}{}",
                 outcome.profile,
                 outcome.prior_state.as_deref().unwrap_or("None"),
@@ -175,11 +179,14 @@ pub fn run(pass: &Pass) -> i32 {
                 if pass.dry_run { " (dry run)" } else { "" }
             );
         }
-        if !pass.dry_run
-            && let Err(e) = profile::append_boot_log(&pass.home, &outcome.log_line(&timestamp))
-        {
-            eprintln!("hermes-cont-init: warning: cannot append to the boot log: {e}");
-        }
+        log.push_str(&outcome.log_line(&timestamp));
+        log.push('\n');
+    }
+    let _ = out.flush();
+    if !pass.dry_run
+        && let Err(e) = profile::append_boot_log(&pass.home, &log)
+    {
+        eprintln!("hermes-cont-init: warning: cannot append to the boot log: {e}");
     }
     0
 }
