@@ -568,7 +568,8 @@ fn docker_restart_brings_back_exactly_what_ran() {
         }
         assert_eq!(c.sv.status("gateway-crashy")["state"], if cycle == 0 { "failed" } else { "down" });
         assert_eq!(c.running_set(), expected, "boot {cycle}: the running set");
-        for name in names {
+        // The first restart changes nothing: the legacy states alone must carry over.
+        for &name in names.iter().filter(|_| cycle > 0) {
             match random() % 3 {
                 0 => {
                     assert_eq!(c.ctl(&["gateway", "start", "-p", name, "--wait"]).code, 0);
