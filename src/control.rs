@@ -60,6 +60,11 @@ struct Client {
     closing: bool,
     /// The client closed its sending side: stop polling it for input.
     eof: bool,
+    /// Refused or cut off: its input is read and dropped until it closes, so that closing
+    /// our side never resets the connection before it has read our error reply.
+    discard: bool,
+    /// Our sending side is shut down.
+    shut: bool,
     dead: bool,
 }
 
@@ -161,7 +166,14 @@ impl ControlServer {
                 client.flush();
             }
             if client.closing && client.outbuf.is_empty() && client.wait.is_none() {
-                client.dead = true;
+                if client.discard && !client.eof {
+                    if !client.shut {
+                        let _ = client.stream.shutdown(std::net::Shutdown::Write);
+                        client.shut = true;
+                    }
+                } else {
+                    client.dead = true;
+                }
             }
         }
         self.clients.retain(|c| !c.dead);
@@ -189,12 +201,16 @@ impl ControlServer {
                 wait: None,
                 closing: false,
                 eof: false,
+                discard: false,
+                shut: false,
                 dead: false,
             };
+            if self.clients.len() >= 2 * MAX_CLIENTS {
+                continue;
+            }
             if self.clients.len() >= MAX_CLIENTS {
-                client.send(&failure("too many control clients; try again"));
-                client.closing = true;
-                client.flush();
+                client.refuse(&failure("too many control clients; try again"));
+                self.clients.push(client);
                 continue;
             }
             match sys::peer_credentials(&client.stream) {
@@ -203,16 +219,14 @@ impl ControlServer {
                         "control socket: refused pid {pid} uid {uid} gid {gid}: not root, not uid {}, not in the admin group",
                         self.own_uid
                     );
-                    client.send(&failure(
+                    client.refuse(&failure(
                         "permission denied: only root, the init's user or the admin group may use this socket",
                     ));
-                    client.closing = true;
                 }
                 Ok(_) => {}
                 Err(e) => {
                     tracing::warn!("control socket: cannot read peer credentials: {e}");
-                    client.send(&failure("permission denied: peer credentials unavailable"));
-                    client.closing = true;
+                    client.refuse(&failure("permission denied: peer credentials unavailable"));
                 }
             }
             client.flush();
@@ -253,6 +267,10 @@ impl Client {
         outcome: &mut Outcome,
     ) {
         let mut buf = [0u8; 8192];
+        if self.discard {
+            self.drain_input();
+            return;
+        }
         loop {
             match self.stream.read(&mut buf) {
                 Ok(0) => {
@@ -293,9 +311,36 @@ impl Client {
             }
         }
         if self.inbuf.len() > MAX_LINE {
-            self.send(&failure(&format!("request line longer than {MAX_LINE} bytes")));
             self.inbuf.clear();
-            self.closing = true;
+            self.refuse(&failure(&format!("request line longer than {MAX_LINE} bytes")));
+        }
+    }
+
+    /// Sends a last error reply; from then on input is dropped until the client closes.
+    fn refuse(&mut self, reply: &Value) {
+        self.send(reply);
+        self.discard = true;
+        self.closing = true;
+        self.wait = None;
+        self.flush();
+    }
+
+    fn drain_input(&mut self) {
+        let mut buf = [0u8; 8192];
+        loop {
+            match self.stream.read(&mut buf) {
+                Ok(0) => {
+                    self.eof = true;
+                    return;
+                }
+                Ok(_) => continue,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(_) => {
+                    self.dead = true;
+                    return;
+                }
+            }
         }
     }
 
