@@ -35,6 +35,12 @@ pub struct Config {
     pub runtime_dir: PathBuf,
     /// Group (name or gid) allowed to use the control socket besides root and the init's user.
     pub admin_group: Option<String>,
+    /// How service output lines are written to stdout.
+    pub output_format: crate::logs::Format,
+    /// The profile home, for gateway log files.
+    pub home: PathBuf,
+    /// TCP address of the health API, besides its unix socket.
+    pub health_addr: Option<String>,
     /// A control client that completes no request for this long is disconnected.
     pub control_idle: Duration,
     /// Per-slot defaults that slot directories may override.
@@ -128,6 +134,13 @@ pub fn parse(
         runtime_dir: dir("HERMES_INIT_RUNTIME_DIR", DEFAULT_RUNTIME_DIR),
         admin_group: env("HERMES_INIT_ADMIN_GROUP").filter(|v| !v.trim().is_empty()),
         slot_defaults,
+        output_format: crate::logs::Format::from_env(
+            env("HERMES_INIT_LOG_FORMAT").as_deref(),
+            env("HERMES_INIT_LOG_PREFIX").as_deref(),
+        )
+        .map_err(ConfigError)?,
+        home: dir("HERMES_HOME", "/opt/data"),
+        health_addr: env("HERMES_INIT_HEALTH_ADDR").filter(|v| !v.trim().is_empty()),
         control_idle: Duration::from_millis(millis(&env, "HERMES_INIT_CONTROL_IDLE_MS")?.unwrap_or(30_000).max(1)),
         command,
         signal_group,
@@ -203,6 +216,16 @@ ENVIRONMENT (default in brackets):
     HERMES_INIT_ADMIN_GROUP              Group (name or gid) whose members may use the control
                                          socket besides root and the init's own user; makes
                                          the socket mode 0660 [none: mode 0600]
+    HERMES_INIT_LOG_PREFIX               0: pass service output lines through without the
+                                         [slot] prefix [1]
+    HERMES_INIT_LOG_FORMAT               text, or json: one JSON object per service line
+                                         with time, slot, stream and message [text]
+    HERMES_HOME                          The profile home; gateway output is also appended
+                                         to HERMES_HOME/logs/gateways/<profile>/current,
+                                         rotated at 1 MB keeping 10 archives [/opt/data]
+    HERMES_INIT_HEALTH_ADDR              Also serve the health API over TCP at this address,
+                                         e.g. 0.0.0.0:9198 (always on health.sock in the
+                                         runtime dir) [none]
     HERMES_INIT_CONTROL_IDLE_MS          A control client that sends no complete request for
                                          this long is disconnected [30000]
     HERMES_INIT_READY_AFTER_MS           A slot without notification-fd is ready after this
@@ -345,6 +368,10 @@ mod tests {
             "HERMES_INIT_CRASH_LIMIT",
             "HERMES_INIT_CRASH_WINDOW_MS",
             "HERMES_INIT_CONTROL_IDLE_MS",
+            "HERMES_INIT_HEALTH_ADDR",
+            "HERMES_INIT_LOG_PREFIX",
+            "HERMES_INIT_LOG_FORMAT",
+            "HERMES_HOME",
             "--group",
         ] {
             assert!(HELP.contains(name), "{name} missing from --help");

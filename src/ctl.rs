@@ -55,11 +55,17 @@ COMMANDS:
                                          profile and prints a summary
     gateway register NAME                Register and load the slot of a profile created
                                          outside the container
+    health [--json] [--level alive|ready]
+                                         Ask the health API: exit 0 when healthy at that
+                                         level, 1 when not, 111 when no reaper answers
+                                         (for HEALTHCHECK and Kubernetes exec probes)
 
 OPTIONS:
     --socket PATH    The control socket [$HERMES_INIT_RUNTIME_DIR/control.sock, default
                      /run/hermes-init/control.sock]
     --timeout MS     Limit for --wait [10000]
+    --health-socket PATH
+                     The health socket [health.sock beside the control socket]
     --home DIR       The profile home [$HERMES_HOME, default /opt/data]; the scan dir is
                      $HERMES_INIT_SCAN_DIR [/run/service]
     -h, --help       Print this help
@@ -129,6 +135,8 @@ struct Options {
     yes: bool,
     profile: Option<String>,
     home: Option<String>,
+    level: Option<String>,
+    health_socket: Option<PathBuf>,
     timeout_ms: u64,
     words: Vec<String>,
 }
@@ -144,6 +152,8 @@ fn parse(args: Vec<String>, env: &impl Fn(&str) -> Option<String>) -> Result<Opt
         yes: false,
         profile: None,
         home: None,
+        level: None,
+        health_socket: None,
         timeout_ms: DEFAULT_TIMEOUT_MS,
         words: Vec::new(),
     };
@@ -158,6 +168,10 @@ fn parse(args: Vec<String>, env: &impl Fn(&str) -> Option<String>) -> Result<Opt
             "--start" => options.start = true,
             "--yes" => options.yes = true,
             "-p" | "--profile" => options.profile = Some(args.next().ok_or_else(|| usage("-p needs a profile name"))?),
+            "--level" => options.level = Some(args.next().ok_or_else(|| usage("--level needs alive or ready"))?),
+            "--health-socket" => {
+                options.health_socket = Some(args.next().ok_or_else(|| usage("--health-socket needs a path"))?.into())
+            }
             "--home" => options.home = Some(args.next().ok_or_else(|| usage("--home needs a directory"))?),
             "--socket" => options.socket = args.next().ok_or_else(|| usage("--socket needs a path"))?.into(),
             "--timeout" => {
@@ -296,8 +310,69 @@ fn run_inner(args: Vec<String>, env: impl Fn(&str) -> Option<String>) -> Result<
                 crate::ctl_gateway::gateway(&ctx, rest, options.profile.as_deref(), options.all)
             }
         }
+        "health" => health(&options, rest),
         other => Err(usage(format!("unknown command '{other}'"))),
     }
+}
+
+/// `hermesctl health [--json] [--level alive|ready]`: 0 healthy at that level, 1 not, 111
+/// when no reaper answers.
+fn health(options: &Options, rest: &[String]) -> Result<i32, Failure> {
+    if !rest.is_empty() {
+        return Err(usage("usage: hermesctl health [--json] [--level alive|ready]"));
+    }
+    let level = options.level.as_deref();
+    if !matches!(level, None | Some("alive") | Some("ready")) {
+        return Err(usage("--level must be alive or ready"));
+    }
+    let socket = match &options.health_socket {
+        Some(path) => path.clone(),
+        None => options.socket.with_file_name("health.sock"),
+    };
+    let unreachable = |e: std::io::Error| Failure {
+        code: EXIT_SYSTEM,
+        message: format!("no health answer from {}: {e} (is hermes-init running?)", socket.display()),
+    };
+    let mut stream = UnixStream::connect(&socket).map_err(unreachable)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10))).map_err(unreachable)?;
+    let query = level.map(|l| format!("?level={l}")).unwrap_or_default();
+    write!(stream, "GET /api/health{query} HTTP/1.1\r\nHost: hermes-init\r\nConnection: close\r\n\r\n")
+        .map_err(unreachable)?;
+    let mut response = String::new();
+    std::io::Read::read_to_string(&mut stream, &mut response).map_err(unreachable)?;
+    let code: u16 = response.get(9..12).and_then(|c| c.parse().ok()).ok_or_else(|| Failure {
+        code: EXIT_SYSTEM,
+        message: format!("unreadable health answer from {}", socket.display()),
+    })?;
+    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    let doc: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+    let ok = match level {
+        Some(_) => code == 200,
+        None => doc["status"] == "healthy",
+    };
+    if options.json {
+        println!("{}", body.trim_end());
+    } else if level == Some("alive") {
+        println!("{}", if ok { "alive" } else { "not alive" });
+    } else {
+        let details = doc["slots"]["details"].as_array().cloned().unwrap_or_default();
+        let up = details.iter().filter(|s| s["state"] == "up").count();
+        println!(
+            "hermes-init {}: {}, uptime {}s, {} slots ({up} up)",
+            doc["version"].as_str().unwrap_or("?"),
+            doc["status"].as_str().unwrap_or("?"),
+            doc["uptime"].as_f64().unwrap_or(0.0),
+            details.len()
+        );
+        for slot in details.iter().filter(|s| s["wanted"] == "up" && !(s["state"] == "up" && s["ready"] == true)) {
+            println!(
+                "  not ready: {} ({})",
+                slot["slot"].as_str().unwrap_or("?"),
+                slot["state"].as_str().unwrap_or("?")
+            );
+        }
+    }
+    Ok(if ok { EXIT_OK } else { EXIT_NEGATIVE })
 }
 
 /// The exit code for a reply; prints its message (to stdout on success, stderr otherwise).

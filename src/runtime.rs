@@ -18,6 +18,7 @@ use crate::control::ControlServer;
 use crate::core::hooks::HookFailurePolicy;
 use crate::core::lifecycle::{Action, Lifecycle, LifecycleConfig};
 use crate::core::{Pid, signal};
+use crate::health::{HealthServer, InitState};
 use crate::supervisor::Supervisor;
 use crate::sys::signals::SignalPipe;
 use crate::sys::spawn::{SpawnOptions, spawn_clean};
@@ -32,6 +33,7 @@ struct Runtime {
     life: Lifecycle,
     supervisor: Supervisor,
     control: Option<ControlServer>,
+    health: Option<HealthServer>,
     /// Pids the init started itself; only used when orphan reaping is switched off.
     started: Vec<Pid>,
 }
@@ -81,9 +83,21 @@ pub fn run(config: Config) -> i32 {
         },
         hooks,
     );
-    let supervisor = Supervisor::new(config.scan_dir.clone(), config.slot_defaults.clone());
+    let supervisor = Supervisor::new(
+        config.scan_dir.clone(),
+        config.slot_defaults.clone(),
+        config.output_format,
+        config.home.clone(),
+    );
     let control = bind_control(&config);
-    let mut runtime = Runtime { config, role, life, supervisor, control, started: Vec::new() };
+    let health = match HealthServer::bind(&config.runtime_dir, config.health_addr.as_deref()) {
+        Ok(server) => Some(server),
+        Err(e) => {
+            tracing::error!("cannot open the health API in {}: {e}; running without it", config.runtime_dir.display());
+            None
+        }
+    };
+    let mut runtime = Runtime { config, role, life, supervisor, control, health, started: Vec::new() };
     let first = runtime.life.start();
     runtime.execute(first, Instant::now());
     runtime.run_loop(&mut signals)
@@ -113,6 +127,9 @@ impl Runtime {
             if let Some(control) = &mut self.control {
                 control.housekeeping(&self.supervisor, now);
             }
+            if let Some(health) = &mut self.health {
+                health.housekeeping(now);
+            }
             self.supervisor.publish();
             if let Some(code) = self.life.finished(reaped.children_left, Instant::now()) {
                 tracing::info!("shutdown complete, exit code {code}");
@@ -135,10 +152,14 @@ impl Runtime {
         .min();
         let timeout = deadline.map(|at| at.saturating_duration_since(Instant::now()));
         let control_fds = self.control.as_ref().map(|c| c.poll_fds()).unwrap_or_default();
+        let health_fds = self.health.as_ref().map(|h| h.poll_fds()).unwrap_or_default();
         let notify = self.supervisor.notify_fds();
+        let output = self.supervisor.output_fds();
         let mut fds = vec![(signals.fd(), false)];
         fds.extend(control_fds.iter().copied());
+        fds.extend(health_fds.iter().copied());
         fds.extend(notify.iter().map(|(_, fd)| (*fd, false)));
+        fds.extend(output.iter().map(|(_, _, fd)| (*fd, false)));
         let ready = match sys::wait_ready(&fds, timeout) {
             Ok(ready) => ready,
             Err(e) => {
@@ -149,17 +170,34 @@ impl Runtime {
             }
         };
         let control_count = control_fds.len();
+        let health_count = health_fds.len();
         let ready_notify: Vec<String> = notify
             .iter()
-            .zip(ready.iter().skip(1 + control_count))
+            .zip(ready.iter().skip(1 + control_count + health_count))
             .filter(|(_, (readable, _))| *readable)
             .map(|((name, _), _)| name.clone())
             .collect();
+        let ready_output: Vec<(String, u64)> = output
+            .iter()
+            .zip(ready.iter().skip(1 + control_count + health_count + notify.len()))
+            .filter(|(_, (readable, _))| *readable)
+            .map(|((name, id, _), _)| (name.clone(), *id))
+            .collect();
+        drop(output);
         drop(notify);
         drop(control_fds);
+        drop(health_fds);
         let now = Instant::now();
         for name in ready_notify {
             self.supervisor.on_notify_readable(&name, now);
+        }
+        for (name, id) in ready_output {
+            self.supervisor.on_output_readable(&name, id);
+        }
+        if let Some(health) = &mut self.health {
+            let init = InitState { stopping: self.life.stopping() };
+            let span = 1 + control_count..1 + control_count + health_count;
+            health.serve(&ready[span], &self.supervisor, init, now);
         }
         if let Some(control) = &mut self.control {
             let outcome = control.serve(&ready[1..1 + control_count], &mut self.supervisor, now);

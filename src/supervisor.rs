@@ -8,8 +8,8 @@
 //! error of the init.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{self, Read};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -23,6 +23,14 @@ use crate::slotdir;
 use crate::sys;
 use crate::sys::spawn::{SpawnOptions, spawn_clean};
 
+/// One end of a service's stdout or stderr.
+struct OutputPipe {
+    id: u64,
+    stream: &'static str,
+    file: std::fs::File,
+    splitter: crate::logs::LineSplitter,
+}
+
 /// One loaded slot.
 struct Entry {
     dir: PathBuf,
@@ -30,7 +38,11 @@ struct Entry {
     slot: Slot,
     notification_fd: Option<i32>,
     /// Read end of the readiness pipe while the service runs and has not said it is ready.
-    notify: Option<OwnedFd>,
+    notify: Option<std::fs::File>,
+    /// Output pipes still open (an exited service's pipe stays until its last writer is gone).
+    output: Vec<OutputPipe>,
+    /// For gateway slots: `$HERMES_HOME/logs/gateways/<profile>/current`.
+    gateway_log: Option<crate::logs::RotatingLog>,
     remove_dir_when_gone: bool,
 }
 
@@ -57,6 +69,9 @@ impl Clock {
 /// All loaded slots.
 pub struct Supervisor {
     scan_dir: PathBuf,
+    output_format: crate::logs::Format,
+    home: PathBuf,
+    next_pipe: u64,
     defaults: SlotSettings,
     slots: BTreeMap<String, Entry>,
     dirty: BTreeSet<String>,
@@ -65,9 +80,17 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
-    pub fn new(scan_dir: PathBuf, defaults: SlotSettings) -> Supervisor {
+    pub fn new(
+        scan_dir: PathBuf,
+        defaults: SlotSettings,
+        output_format: crate::logs::Format,
+        home: PathBuf,
+    ) -> Supervisor {
         Supervisor {
             scan_dir,
+            output_format,
+            home,
+            next_pipe: 0,
             defaults,
             slots: BTreeMap::new(),
             dirty: BTreeSet::new(),
@@ -112,7 +135,15 @@ impl Supervisor {
             return Err(format!("slot '{name}' is already loaded"));
         }
         let read = slotdir::read(&dir, &self.defaults)?;
+        let gateway_log = match (name.strip_prefix("gateway-"), crate::profile::slot_profile_dir(&dir)) {
+            (Some(profile), Some(_)) => {
+                Some(crate::logs::RotatingLog::new(crate::logs::gateway_log_dir(&self.home, profile)))
+            }
+            _ => None,
+        };
         let entry = Entry {
+            output: Vec::new(),
+            gateway_log,
             dir,
             loaded_at: SystemTime::now(),
             slot: Slot::new(read.settings, now),
@@ -302,11 +333,7 @@ impl Supervisor {
         let Some(entry) = self.slots.get_mut(name) else { return };
         let Some(fd) = entry.notify.as_ref() else { return };
         let mut buf = [0u8; 512];
-        let mut file = std::fs::File::from(match fd.try_clone() {
-            Ok(fd) => fd,
-            Err(_) => return,
-        });
-        let (ready, closed) = match file.read(&mut buf) {
+        let (ready, closed) = match (&*fd).read(&mut buf) {
             Ok(0) => (false, true),
             Ok(n) => (buf[..n].contains(&b'\n'), false),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => (false, false),
@@ -319,6 +346,49 @@ impl Supervisor {
             tracing::info!("slot {name}: ready");
             entry.slot.ready(now);
             self.dirty.insert(name.to_string());
+        }
+    }
+
+    /// The output pipes to poll: (slot, pipe id, descriptor).
+    pub fn output_fds(&self) -> Vec<(String, u64, BorrowedFd<'_>)> {
+        self.slots.iter().flat_map(|(n, e)| e.output.iter().map(move |p| (n.clone(), p.id, p.file.as_fd()))).collect()
+    }
+
+    /// An output pipe is readable: pass at most one read budget of lines on.
+    pub fn on_output_readable(&mut self, name: &str, id: u64) {
+        let format = self.output_format;
+        let Some(entry) = self.slots.get_mut(name) else { return };
+        let Some(index) = entry.output.iter().position(|p| p.id == id) else { return };
+        let mut buf = vec![0u8; crate::logs::READ_BUDGET];
+        let pipe = &mut entry.output[index];
+        let (read, closed) = match (&pipe.file).read(&mut buf) {
+            Ok(0) => (0, true),
+            Ok(n) => (n, false),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => (0, false),
+            Err(_) => (0, true),
+        };
+        let time = crate::sys::files::utc_timestamp();
+        let mut out = String::new();
+        let mut file_lines = String::new();
+        let stream = pipe.stream;
+        let mut emit = |line: &[u8], cut: bool| {
+            out.push_str(&crate::logs::render(format, name, stream, line, cut, &time));
+            if entry.gateway_log.is_some() {
+                file_lines.push_str(&crate::logs::render(crate::logs::Format::Plain, name, stream, line, cut, &time));
+            }
+        };
+        pipe.splitter.feed(&buf[..read], &mut emit);
+        if closed {
+            pipe.splitter.finish(&mut emit);
+            entry.output.remove(index);
+        }
+        if !out.is_empty() {
+            let mut stdout = io::stdout().lock();
+            let _ = stdout.write_all(out.as_bytes());
+            let _ = stdout.flush();
+        }
+        if let Some(log) = entry.gateway_log.as_mut().filter(|_| !file_lines.is_empty()) {
+            log.append(&file_lines);
         }
     }
 
@@ -376,7 +446,7 @@ impl Supervisor {
         while let Some(action) = queue.pop_front() {
             let Some(entry) = self.slots.get_mut(name) else { return };
             match action {
-                SlotAction::Spawn => match spawn_run(entry) {
+                SlotAction::Spawn => match spawn_run(entry, &mut self.next_pipe) {
                     Ok(pid) => {
                         tracing::info!("slot {name}: started (pid {pid})");
                         entry.slot.spawned(pid, now);
@@ -446,22 +516,31 @@ fn log_exit(name: &str, status: ExitStatus) {
     tracing::info!("slot {name}: exited: {status}");
 }
 
-fn spawn_run(entry: &mut Entry) -> io::Result<Pid> {
+fn spawn_run(entry: &mut Entry, next_pipe: &mut u64) -> io::Result<Pid> {
     let mut command = Command::new(entry.dir.join("run"));
     command.current_dir(&entry.dir).stdin(Stdio::null());
+    let (out_read, out_write) = sys::notification_pipe()?;
+    let (err_read, err_write) = sys::notification_pipe()?;
+    command.stdout(Stdio::from(out_write)).stderr(Stdio::from(err_write));
     let mut options = SpawnOptions::default();
     let mut write_end = None;
     if let Some(target) = entry.notification_fd {
         let (read, write) = sys::notification_pipe()?;
         options.pass_fd = Some((write.as_raw_fd(), target));
-        entry.notify = Some(read);
+        entry.notify = Some(read.into());
         write_end = Some(write);
     }
     let result = spawn_clean(command, options);
-    // The parent's copy of the write end must go, or the pipe never reports end of file.
+    // The parent's copies of the write ends must go, or the pipes never report end of file
+    // (`Command` holds the output ends and drops them with itself, here).
     drop(write_end);
     if result.is_err() {
         entry.notify = None;
+    } else {
+        for (stream, fd) in [("stdout", out_read), ("stderr", err_read)] {
+            *next_pipe += 1;
+            entry.output.push(OutputPipe { id: *next_pipe, stream, file: fd.into(), splitter: Default::default() });
+        }
     }
     result
 }
