@@ -167,7 +167,8 @@ impl HealthServer {
                 dead: false,
             });
         }
-        self.connections.retain(|c| !c.dead && !(c.answered && c.outbuf.is_empty()));
+        // Done: dead, or answered with the whole response written.
+        self.connections.retain(|c| !(c.dead || c.answered && c.outbuf.is_empty()));
     }
 
     /// Drops connections past their deadline.

@@ -185,7 +185,9 @@ pub fn gateway_log_dir(home: &Path, profile: &str) -> PathBuf {
 mod tests {
     use super::*;
 
-    fn split(chunks: &[&[u8]]) -> Vec<(Vec<u8>, bool)> {
+    type Lines = Vec<(Vec<u8>, bool)>;
+
+    fn split(chunks: &[&[u8]]) -> Lines {
         let mut out = Vec::new();
         let mut splitter = LineSplitter::default();
         let mut emit = |line: &[u8], cut: bool| out.push((line.to_vec(), cut));
@@ -199,7 +201,7 @@ mod tests {
     #[test]
     fn line_table() {
         let long = vec![b'x'; MAX_LINE + 10];
-        let cases: Vec<(Vec<&[u8]>, Vec<(Vec<u8>, bool)>)> = vec![
+        let cases: Vec<(Vec<&[u8]>, Lines)> = vec![
             (vec![b"a\nb\n"], vec![(b"a".to_vec(), false), (b"b".to_vec(), false)]),
             (vec![b"par", b"tial\nend"], vec![(b"partial".to_vec(), false), (b"end".to_vec(), false)]),
             (vec![b"\n\n"], vec![(vec![], false), (vec![], false)]),

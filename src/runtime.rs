@@ -146,6 +146,7 @@ impl Runtime {
             self.life.next_deadline(),
             self.supervisor.next_deadline(),
             self.control.as_ref().and_then(|c| c.next_deadline()),
+            self.health.as_ref().and_then(|h| h.next_deadline()),
         ]
         .into_iter()
         .flatten()

@@ -113,6 +113,10 @@ pub fn start(mut command: Command) -> Running {
 }
 
 impl Running {
+    pub fn stdout_now(&self) -> String {
+        fs::read_to_string(&self.out).unwrap_or_default()
+    }
+
     pub fn stderr_now(&self) -> String {
         fs::read_to_string(&self.err).unwrap_or_default()
     }
