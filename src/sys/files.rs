@@ -50,7 +50,7 @@ pub fn copy_owner(path: &Path, uid: u32, gid: u32) -> io::Result<()> {
 type Civil = (i64, i64, i64, i64, i64, i64, i64);
 
 fn broken_down(secs: i64, local: bool) -> Civil {
-    let t: libc::time_t = secs;
+    let t = secs as _;
     // SAFETY: `tm` is plain data, filled in by the reentrant call.
     let mut tm: libc::tm = unsafe { std::mem::zeroed() };
     // SAFETY: valid pointers to a time_t and a tm.
@@ -110,7 +110,9 @@ pub fn exec_as(user: &str, argv: &[String]) -> io::Error {
                 }
                 command.uid(account.uid.as_raw()).gid(account.gid.as_raw());
             }
-            Ok(None) => {}
+            // getpwnam(3): these errors also mean "no such user" (no /etc/passwd at all).
+            Ok(None) | Err(nix::errno::Errno::ENOENT | nix::errno::Errno::ESRCH | nix::errno::Errno::EBADF) => {}
+            Err(nix::errno::Errno::EPERM) => {}
             Err(e) => return io::Error::other(format!("looking up user {user}: {e}")),
         }
     }
