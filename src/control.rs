@@ -352,24 +352,27 @@ impl Client {
     }
 
     fn flush(&mut self) {
-        while !self.outbuf.is_empty() {
-            match self.stream.write(&self.outbuf) {
-                Ok(0) => {
-                    self.dead = true;
-                    return;
-                }
-                Ok(n) => {
-                    self.outbuf.drain(..n);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => {
-                    self.dead = true;
-                    return;
-                }
-            }
+        if write_pending(&mut self.stream, &mut self.outbuf).is_err() {
+            self.dead = true;
         }
     }
+}
+
+/// Writes as much of `pending` as the non-blocking `writer` takes now, removing what was
+/// written. An error means the peer is gone.
+pub fn write_pending(writer: &mut impl Write, pending: &mut Vec<u8>) -> io::Result<()> {
+    while !pending.is_empty() {
+        match writer.write(pending) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                pending.drain(..n);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 enum Handled {

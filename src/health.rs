@@ -45,11 +45,17 @@ impl Stream {
             Stream::Tcp(s) => s.read(buf),
         }
     }
+}
+
+impl Write for Stream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
             Stream::Unix(s) => s.write(buf),
             Stream::Tcp(s) => s.write(buf),
         }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 
@@ -266,22 +272,8 @@ impl Connection {
     }
 
     fn flush(&mut self) {
-        while !self.outbuf.is_empty() {
-            match self.stream.write(&self.outbuf) {
-                Ok(0) => {
-                    self.dead = true;
-                    return;
-                }
-                Ok(n) => {
-                    self.outbuf.drain(..n);
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(_) => {
-                    self.dead = true;
-                    return;
-                }
-            }
+        if crate::control::write_pending(&mut self.stream, &mut self.outbuf).is_err() {
+            self.dead = true;
         }
     }
 }
