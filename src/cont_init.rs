@@ -158,6 +158,12 @@ pub fn run(pass: &Pass) -> i32 {
         };
         outcomes.push(outcome);
     }
+    if !pass.dry_run {
+        let kept: Vec<String> = outcomes.iter().map(|o| reconcile::slot_name(&o.profile)).collect();
+        for removed in profile::sweep_orphan_slots(&pass.scan_dir, &kept) {
+            eprintln!("hermes-cont-init: removed slot {removed}: its profile is gone");
+        }
+    }
     let timestamp = crate::sys::files::local_timestamp();
     if pass.json {
         let plan: Vec<Value> = outcomes.iter().map(Outcome::to_json).collect();

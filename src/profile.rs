@@ -331,6 +331,26 @@ pub fn sweep_staging(scan_dir: &Path) -> usize {
         .count()
 }
 
+/// Removes gateway slots (those with a profile metadata file) whose profile is not in
+/// `kept`, for a scan dir that outlived a restart; returns their names.
+pub fn sweep_orphan_slots(scan_dir: &Path, kept: &[String]) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(scan_dir) else { return Vec::new() };
+    let mut removed = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let path = entry.path();
+        if name.starts_with("gateway-")
+            && !kept.contains(&name)
+            && slot_profile_dir(&path).is_some()
+            && std::fs::remove_dir_all(&path).is_ok()
+        {
+            removed.push(name);
+        }
+    }
+    removed.sort();
+    removed
+}
+
 /// The profile directory a gateway slot belongs to, from its metadata file.
 pub fn slot_profile_dir(slot_dir: &Path) -> Option<PathBuf> {
     let text = std::fs::read_to_string(slot_dir.join(SLOT_PROFILE_FILE)).ok()?;

@@ -286,6 +286,22 @@ fn stale_files_staging_dirs_idempotence_log_format_and_rotation() {
 }
 
 #[test]
+fn slots_of_vanished_profiles_are_removed_and_foreign_slots_kept() {
+    let fx = HomeFixture::new();
+    fx.profile("gone", Some(r#"{"desired_state": "running"}"#));
+    fx.profile("stays", None);
+    assert_eq!(fx.cont_init(&[]).code, 0);
+    fs::remove_dir_all(fx.profile_dir("gone")).unwrap();
+    // A slot someone else put in the scan dir, with no profile metadata.
+    fs::create_dir_all(fx.scan().join("gateway-handmade")).unwrap();
+    fs::write(fx.scan().join("gateway-handmade/run"), "#!/bin/sh\n").unwrap();
+    let out = fx.cont_init(&[]);
+    assert!(out.stderr.contains("removed slot gateway-gone: its profile is gone"), "{}", out.stderr);
+    assert!(!fx.slot("gone").exists());
+    assert!(fx.slot("stays").exists() && fx.scan().join("gateway-handmade/run").exists());
+}
+
+#[test]
 fn dry_run_touches_nothing_and_json_prints_the_plan() {
     let fx = HomeFixture::new();
     let dir = fx.profile("work", Some(r#"{"gateway_state": "running"}"#));
