@@ -76,3 +76,10 @@ impl SignalPipe {
         self.flags.iter().filter(|(_, flag)| flag.swap(false, Ordering::SeqCst)).map(|(signal, _)| *signal).collect()
     }
 }
+
+/// Gives SIGPIPE back its default action, so a command-line tool whose output goes to a
+/// closed pipe (`hermesctl status | head -1`) ends quietly instead of failing on a write.
+pub fn restore_default_sigpipe() {
+    // SAFETY: SIG_DFL installs no handler code; it only changes the disposition.
+    let _ = unsafe { nix::sys::signal::signal(Signal::SIGPIPE, SigHandler::SigDfl) };
+}
