@@ -211,8 +211,8 @@ ENVIRONMENT (default in brackets):
                                          down, timeout-kill, timeout-finish, down-signal,
                                          notification-fd), all loaded after the hooks
                                          [/run/service]
-    HERMES_INIT_RUNTIME_DIR              Directory of the control socket control.sock
-                                         [/run/hermes-init]
+    HERMES_INIT_RUNTIME_DIR              Directory of the sockets control.sock and
+                                         health.sock [/run/hermes-init]
     HERMES_INIT_ADMIN_GROUP              Group (name or gid) whose members may use the control
                                          socket besides root and the init's own user; makes
                                          the socket mode 0660 [none: mode 0600]
