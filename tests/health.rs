@@ -134,14 +134,22 @@ fn two_hundred_concurrent_clients_while_slots_restart() {
     let mut sv = Supervised::new();
     sv.slot("flappy", "sleep 0.2; exit 1", &[]);
     sv.slot("steady", "exec sleep 8301", &[]);
+    let port = 30_000 + std::process::id() % 20_000;
+    let addr = format!("127.0.0.1:{port}");
     sv.boot(
         true,
         &[
             ("HERMES_INIT_CRASH_LIMIT", "1000"),
             ("HERMES_INIT_READY_AFTER_MS", "50"),
-            ("HERMES_INIT_HEALTH_ADDR", "127.0.0.1:0"),
+            ("HERMES_INIT_HEALTH_ADDR", &addr),
         ],
     );
+    // The TCP listener answers too.
+    let mut tcp = std::net::TcpStream::connect(&addr).expect("health over TCP");
+    tcp.write_all(b"GET /api/health?level=alive HTTP/1.1\r\n\r\n").unwrap();
+    let mut response = String::new();
+    tcp.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
     let socket = sv.scratch.path("run/health.sock");
     let threads: Vec<_> = (0..200)
         .map(|i| {
