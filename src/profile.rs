@@ -221,13 +221,8 @@ pub fn record_permanent_failure(profile_dir: &Path, reason: &str) -> io::Result<
 
 /// Removes the stale runtime files of a profile; returns the names removed.
 pub fn sweep_stale_files(profile_dir: &Path) -> Vec<&'static str> {
-    STALE_FILES
-        .into_iter()
-        .filter(|name| {
-            let path = profile_dir.join(name);
-            std::fs::symlink_metadata(&path).is_ok_and(|m| !m.is_dir()) && std::fs::remove_file(&path).is_ok()
-        })
-        .collect()
+    // unlink(2) never removes a directory, so no check is needed first.
+    STALE_FILES.into_iter().filter(|name| std::fs::remove_file(profile_dir.join(name)).is_ok()).collect()
 }
 
 /// Quotes a string for `sh` (single quotes; a single quote becomes `'\''`).
@@ -296,23 +291,40 @@ impl GatewaySlot {
 pub fn write_slot(scan_dir: &Path, slot: &GatewaySlot, down: bool) -> io::Result<PathBuf> {
     let name = reconcile::slot_name(&slot.profile);
     let target = scan_dir.join(&name);
-    let staging = scan_dir.join(format!(".staging-{name}-{}", std::process::id()));
-    if staging.exists() {
-        std::fs::remove_dir_all(&staging)?;
+    let run = slot.run_script();
+    let profile_line = format!("{}\n", slot.profile_dir.display());
+    let exists = std::fs::symlink_metadata(&target).is_ok_and(|m| m.is_dir());
+    // Unchanged since the last pass: only the down file may need to change.
+    let same = |file: &str, text: &str| std::fs::read(target.join(file)).is_ok_and(|b| b == text.as_bytes());
+    if exists && same("run", &run) && same(SLOT_PROFILE_FILE, &profile_line) {
+        let down_file = target.join("down");
+        match (down, down_file.exists()) {
+            (true, false) => drop(std::fs::File::create(&down_file)?),
+            (false, true) => std::fs::remove_file(&down_file)?,
+            _ => {}
+        }
+        return Ok(target);
     }
-    std::fs::create_dir(&staging)?;
+    let staging = scan_dir.join(format!(".staging-{name}-{}", std::process::id()));
+    if let Err(e) = std::fs::create_dir(&staging) {
+        if e.kind() != io::ErrorKind::AlreadyExists {
+            return Err(e);
+        }
+        std::fs::remove_dir_all(&staging)?;
+        std::fs::create_dir(&staging)?;
+    }
     let write = |file: &str, text: &str, mode: u32| -> io::Result<()> {
         let path = staging.join(file);
         let mut f = std::fs::File::create(&path)?;
         f.write_all(text.as_bytes())?;
         f.set_permissions(std::fs::Permissions::from_mode(mode))
     };
-    write("run", &slot.run_script(), 0o755)?;
-    write(SLOT_PROFILE_FILE, &format!("{}\n", slot.profile_dir.display()), 0o644)?;
+    write("run", &run, 0o755)?;
+    write(SLOT_PROFILE_FILE, &profile_line, 0o644)?;
     if down {
         write("down", "", 0o644)?;
     }
-    if std::fs::symlink_metadata(&target).is_ok_and(|m| m.is_dir()) {
+    if exists {
         files::exchange(&staging, &target)?;
         std::fs::remove_dir_all(&staging)?;
     } else {
