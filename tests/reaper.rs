@@ -293,24 +293,31 @@ fn the_command_starts_with_a_clean_signal_state_and_only_fds_0_1_2() {
     assert_eq!(running.wait(LONG).code, 143);
 }
 
-#[test]
-fn shutdown_kills_a_command_that_ignores_sigterm_after_the_grace_time() {
-    if !namespaces_available() {
-        return;
-    }
+/// Boots the reaper over `script` (which creates the file named by `$1` when ready) with
+/// the given grace time, sends SIGTERM once it is ready, and returns the result with the
+/// time from the signal to the exit.
+fn docker_stop(script: &str, grace_ms: &str) -> (Finished, Duration) {
     let scratch = Scratch::new();
     let ready = scratch.path("ready");
-    let script = format!("trap '' TERM; echo > {}; while :; do sleep 1; done", ready.display());
-    let mut command = reaper_in_namespace(&["sh", "-c", &script]);
-    command.env("HERMES_INIT_KILL_GRACETIME_MS", "700");
+    let mut command = reaper_in_namespace(&["sh", "-c", script, "sh", ready.to_str().unwrap()]);
+    command.env("HERMES_INIT_KILL_GRACETIME_MS", grace_ms);
     let running = start(command);
     let reaper = running.reaper_pid(true);
     wait_for("the command to be ready", LONG, || ready.exists());
     let sent = std::time::Instant::now();
     send_signal(reaper, Signal::SIGTERM);
     let done = running.wait(LONG);
+    (done, sent.elapsed())
+}
+
+#[test]
+fn shutdown_kills_a_command_that_ignores_sigterm_after_the_grace_time() {
+    if !namespaces_available() {
+        return;
+    }
+    let (done, took) = docker_stop("trap '' TERM; echo > \"$1\"; while :; do sleep 1; done", "700");
     assert_eq!(done.code, 137, "{done:?}");
-    assert!(sent.elapsed() >= Duration::from_millis(700), "killed before the grace time: {:?}", sent.elapsed());
+    assert!(took >= Duration::from_millis(700), "killed before the grace time: {took:?}");
     assert!(done.stderr.contains("grace time over"), "{}", done.stderr);
 }
 
@@ -319,20 +326,10 @@ fn shutdown_does_not_wait_out_the_grace_time_when_everything_is_gone() {
     if !namespaces_available() {
         return;
     }
-    let scratch = Scratch::new();
-    let ready = scratch.path("ready");
     // An orphan that exits on SIGTERM too, so both must be gone before the reaper exits.
-    let script = format!("(sleep 1000 &); echo > {}; while :; do sleep 1; done", ready.display());
-    let mut command = reaper_in_namespace(&["sh", "-c", &script]);
-    command.env("HERMES_INIT_KILL_GRACETIME_MS", "20000");
-    let running = start(command);
-    let reaper = running.reaper_pid(true);
-    wait_for("the command to be ready", LONG, || ready.exists());
-    let sent = std::time::Instant::now();
-    send_signal(reaper, Signal::SIGTERM);
-    let done = running.wait(LONG);
+    let (done, took) = docker_stop("(sleep 1000 &); echo > \"$1\"; while :; do sleep 1; done", "20000");
     assert_eq!(done.code, 143, "{done:?}");
-    assert!(sent.elapsed() < Duration::from_secs(5), "took {:?} with a 20 s grace time", sent.elapsed());
+    assert!(took < Duration::from_secs(5), "took {took:?} with a 20 s grace time");
     assert!(!done.stderr.contains("grace time over"), "{}", done.stderr);
 }
 
