@@ -237,6 +237,33 @@ fn service_output_prefixed_json_gateway_files_long_lines() {
     wait_for("the gateway log file", LONG, || fs::read_to_string(&current).is_ok_and(|t| t == "gateway line\n"));
     sv.stop();
 
+    // Rotation at 1 MB through a real gateway slot: 2.5 MB of output, 1 KB lines.
+    let mut sv = Supervised::new();
+    let home = sv.scratch.path("home");
+    let profile_dir = home.join("profiles/big");
+    fs::create_dir_all(&profile_dir).unwrap();
+    let line = "z".repeat(999);
+    sv.slot(
+        "gateway-big",
+        &format!("i=0; while [ $i -lt 2500 ]; do echo {line}; i=$((i+1)); done; echo done; exec sleep 8504"),
+        &[("profile", &format!("{}\n", profile_dir.display()))],
+    );
+    sv.boot(true, &[("HERMES_HOME", home.to_str().unwrap()), ("HERMES_INIT_LOG_PREFIX", "0")]);
+    let logs = home.join("logs/gateways/big");
+    wait_for("the last line", LONG, || fs::read_to_string(logs.join("current")).is_ok_and(|t| t.ends_with("done\n")));
+    let mut sizes: Vec<(String, u64)> = fs::read_dir(&logs)
+        .unwrap()
+        .flatten()
+        .map(|e| (e.file_name().to_string_lossy().into_owned(), e.metadata().unwrap().len()))
+        .collect();
+    sizes.sort();
+    let archives: Vec<&(String, u64)> = sizes.iter().filter(|(n, _)| n.starts_with('@')).collect();
+    assert_eq!(archives.len(), 2, "{sizes:?}");
+    assert!(sizes.iter().all(|(_, len)| *len <= 1_000_000), "{sizes:?}");
+    let total: u64 = sizes.iter().map(|(_, len)| len).sum();
+    assert_eq!(total, 2500 * 1000 + 5, "nothing lost in rotation");
+    sv.stop();
+
     // JSON lines, and no prefix.
     for (env, check) in [(("HERMES_INIT_LOG_FORMAT", "json"), "json"), (("HERMES_INIT_LOG_PREFIX", "0"), "plain")] {
         let mut sv = Supervised::new();
