@@ -283,8 +283,9 @@ impl Supervised {
         let running = start(command);
         self.reaper = running.reaper_pid(namespace);
         self.running = Some(running);
-        let socket = self.socket();
-        wait_for("the control socket", LONG, || std::os::unix::net::UnixStream::connect(&socket).is_ok());
+        for socket in [self.socket(), self.scratch.path("run/health.sock")] {
+            wait_for("the sockets", LONG, || std::os::unix::net::UnixStream::connect(&socket).is_ok());
+        }
     }
 
     /// Runs hermesctl against this reaper.
