@@ -270,7 +270,11 @@ fn the_command_starts_with_a_clean_signal_state_and_only_fds_0_1_2() {
     let mut cmd = 0;
     wait_for("the command to start", LONG, || {
         cmd = children(reaper).first().copied().unwrap_or(0);
-        cmd != 0 && fs::read_to_string(format!("/proc/{cmd}/cmdline")).unwrap_or_default().starts_with("sleep")
+        // Sleeping in `sleep`: exec is complete (the kernel switches the command line
+        // before it closes close-on-exec descriptors).
+        cmd != 0
+            && fs::read_to_string(format!("/proc/{cmd}/cmdline")).unwrap_or_default().starts_with("sleep")
+            && fs::read_to_string(format!("/proc/{cmd}/status")).unwrap_or_default().contains("State:\tS")
     });
     // The setup works: the reaper itself did inherit descriptor 9.
     assert!(fs::metadata(format!("/proc/{reaper}/fd/9")).is_ok(), "the test setup did not pass fd 9");
@@ -284,7 +288,7 @@ fn the_command_starts_with_a_clean_signal_state_and_only_fds_0_1_2() {
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     fds.sort();
-    assert_eq!(fds, ["0", "1", "2"]);
+    assert_eq!(fds, ["0", "1", "2"], "descriptors of the command");
     // Its own process group, and the reaper is in another.
     let stat = fs::read_to_string(format!("/proc/{cmd}/stat")).unwrap();
     let pgrp: i32 = stat[stat.rfind(')').unwrap() + 2..].split(' ').nth(2).unwrap().parse().unwrap();
