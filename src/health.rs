@@ -96,9 +96,6 @@ impl HealthServer {
                 std::fs::remove_file(&path)?;
             }
         }
-        let unix = UnixListener::bind(&path)?;
-        unix.set_nonblocking(true)?;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666))?;
         let tcp = match tcp {
             Some(addr) => {
                 let listener = TcpListener::bind(addr)
@@ -108,6 +105,10 @@ impl HealthServer {
             }
             None => None,
         };
+        // The unix socket last: once it answers, the TCP listener does too.
+        let unix = UnixListener::bind(&path)?;
+        unix.set_nonblocking(true)?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666))?;
         Ok(HealthServer {
             unix,
             path,

@@ -39,7 +39,13 @@ fn health_document_follows_starts_kills_loads_and_unloads_at_once() {
     }
     let mut sv = Supervised::new();
     sv.slot("web", "exec sleep 8101", &[]);
-    sv.slot("idle", "exec sleep 8102", &[("down", "")]);
+    // Ready only when the test opens the gate, so "starting" lasts as long as needed.
+    let gate = sv.scratch.path("gate");
+    sv.slot(
+        "idle",
+        &format!("while [ ! -e {} ]; do sleep 0.02; done\necho >&5\nexec sleep 8102", gate.display()),
+        &[("down", ""), ("notification-fd", "5")],
+    );
     sv.boot(true, &[("HERMES_INIT_READY_AFTER_MS", "100")]);
     sv.wait_state("web", "up");
     let (code, doc) = get(&sv, "/api/health");
@@ -63,6 +69,7 @@ fn health_document_follows_starts_kills_loads_and_unloads_at_once() {
     assert_eq!(code, 503);
     assert_eq!(doc["status"], "degraded");
     assert_eq!(detail(&doc, "idle").unwrap()["state"], "starting");
+    fs::write(&gate, "").unwrap();
     sv.wait_state("idle", "up");
     assert_eq!(get(&sv, "/api/health?level=ready").0, 200);
     // kill -9: the death shows at the next request (restart count, last exit).
@@ -134,8 +141,8 @@ fn two_hundred_concurrent_clients_while_slots_restart() {
     let mut sv = Supervised::new();
     sv.slot("flappy", "sleep 0.2; exit 1", &[]);
     sv.slot("steady", "exec sleep 8301", &[]);
-    let port = 30_000 + std::process::id() % 20_000;
-    let addr = format!("127.0.0.1:{port}");
+    // A port that was free a moment ago.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
     sv.boot(
         true,
         &[
@@ -182,6 +189,8 @@ fn hermesctl_health_exit_codes() {
     let mut sv = Supervised::new();
     sv.slot("web", "exec sleep 8401", &[]);
     sv.slot("broken", "exit 78", &[]);
+    // Never says it is ready.
+    sv.slot("mute", "exec sleep 8402", &[("down", ""), ("notification-fd", "5")]);
     sv.boot(true, &[("HERMES_INIT_READY_AFTER_MS", "50")]);
     sv.wait_state("web", "up");
     sv.wait_state("broken", "failed");
@@ -190,11 +199,10 @@ fn hermesctl_health_exit_codes() {
     assert_eq!(out.code, 0, "{out:?}");
     assert!(out.stdout.contains(": healthy, uptime"), "{}", out.stdout);
     // Wanted up but not ready: degraded at level ready, still alive.
-    sv.send(json!({"event": "slot.start", "slot": "broken"}));
-    sv.send(json!({"event": "slot.stop", "slot": "web"}));
-    sv.send(json!({"event": "slot.start", "slot": "web"}));
+    sv.send(json!({"event": "slot.start", "slot": "mute"}));
     let ready = sv.ctl(&["health", "--level", "ready"]);
     assert_eq!(ready.code, 1, "{ready:?}");
+    assert!(ready.stdout.contains("not ready: mute (starting)"), "{ready:?}");
     assert_eq!(sv.ctl(&["health", "--level", "alive"]).code, 0);
     let json_out = sv.ctl(&["health", "--json"]);
     let doc: Value = serde_json::from_str(&json_out.stdout).unwrap();

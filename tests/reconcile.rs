@@ -496,7 +496,7 @@ fn profile_and_gateway_commands() {
     assert_eq!(out.code, 0, "{out:?}");
     assert_eq!(c.sv.status("gateway-outside")["state"], "down");
     assert_eq!(c.ctl(&["gateway", "start", "-p", "outside", "--wait"]).code, 0);
-    assert_eq!(c.fx.state("outside")["gateway_state"], "running");
+    wait_for("the gateway to write running", LONG, || c.fx.state("outside")["gateway_state"] == "running");
     // gateway start registers a profile whose slot does not exist yet.
     c.fx.profile("later", None);
     let out = c.ctl(&["gateway", "start", "-p", "later", "--wait"]);
@@ -564,8 +564,10 @@ fn docker_restart_brings_back_exactly_what_ran() {
     c.fx.profile("gamma", None);
     c.fx.profile("delta", Some("{corrupt"));
     c.fx.profile("epsilon", Some(r#"{"desired_state": "running"}"#));
+    // Its gateway exits 78 (a configuration error): a permanent failure at once, whatever
+    // the timing (the crash-loop guard itself is tested in tests/supervision.rs).
     c.fx.profile("crashy", Some(r#"{"gateway_state": "running"}"#));
-    fs::write(c.fx.profile_dir("crashy").join("crash"), "").unwrap();
+    fs::write(c.fx.profile_dir("crashy").join("config-error"), "").unwrap();
     let mut expected: BTreeSet<String> = ["alpha", "epsilon"].iter().map(|s| s.to_string()).collect();
     let mut seed: u64 = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
     eprintln!("random seed {seed}");
@@ -599,6 +601,10 @@ fn docker_restart_brings_back_exactly_what_ran() {
             }
         }
         assert_eq!(c.running_set(), expected, "cycle {cycle}: after the changes");
+        // Each running gateway has handled its start (and set up its SIGTERM handler).
+        for name in &expected {
+            wait_for("the gateway to write running", LONG, || c.fx.state(name)["gateway_state"] == "running");
+        }
         // docker stop: SIGTERM; the fake gateways write `stopped` as they go.
         let done = c.sv.stop();
         assert_eq!(done.code, 0, "{done:?}");

@@ -57,7 +57,7 @@ fn concurrent_starts_make_one_process_and_start_during_stop_makes_one_after() {
     let mut sv = Supervised::new();
     let log = sv.scratch.path("log");
     let run = format!(
-        "echo start >> {log}\ntrap 'sleep 0.3; echo end >> {log}; exit 0' TERM\nwhile :; do sleep 7201 & wait $!; done",
+        "echo start >> {log}\ntrap 'sleep 1; echo end >> {log}; exit 0' TERM\nwhile :; do sleep 7201 & wait $!; done",
         log = log.display()
     );
     sv.slot("svc", &run, &[("down", "")]);
@@ -76,7 +76,7 @@ fn concurrent_starts_make_one_process_and_start_during_stop_makes_one_after() {
     sv.wait_state("svc", "up");
     assert_eq!(sv.scratch.read("log"), "start\n");
     assert_eq!(pids_with("sleep 7201").len(), 1);
-    // Stop, and start again while it is still stopping (its TERM handler takes 0.3 s).
+    // Stop, and start again while it is still stopping (its TERM handler takes 1 s).
     assert_eq!(sv.send(json!({"event": "slot.stop", "slot": "svc"}))["success"], true);
     assert_eq!(sv.status("svc")["state"], "stopping");
     assert_eq!(sv.send(json!({"event": "slot.start", "slot": "svc", "wait": "ready"}))["success"], true);
