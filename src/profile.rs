@@ -159,8 +159,31 @@ fn json_kind(value: &Value) -> &'static str {
 
 /// Sets `fields` in the profile's state file, keeping every other field.
 pub fn update_state(profile_dir: &Path, fields: &[(&str, Value)]) -> io::Result<()> {
+    // The gateway writes this file too. If it replaced the file while this write was being
+    // prepared (and fsynced), start over from its version instead of overwriting it.
+    const ATTEMPTS: usize = 20;
+    for _ in 0..ATTEMPTS {
+        if write_state_once(profile_dir, fields)? {
+            return Ok(());
+        }
+    }
+    Err(io::Error::other(format!(
+        "{} kept changing while it was being updated ({ATTEMPTS} attempts)",
+        profile_dir.join(STATE_FILE).display()
+    )))
+}
+
+/// What identifies one version of a file: replaced by a rename or rewritten, it changes.
+fn version(path: &Path) -> Option<(u64, u64, i64, i64)> {
+    std::fs::symlink_metadata(path).ok().map(|m| (m.ino(), m.len(), m.mtime(), m.mtime_nsec()))
+}
+
+/// One attempt of `update_state`: Ok(false) when the file changed under it.
+fn write_state_once(profile_dir: &Path, fields: &[(&str, Value)]) -> io::Result<bool> {
     let path = profile_dir.join(STATE_FILE);
     let existing = std::fs::symlink_metadata(&path).ok();
+    // Taken before the read: a change after it, even during the read, is caught below.
+    let mut read_version = version(&path);
     let mut object = match read_state(profile_dir) {
         Ok(object) => object,
         Err(reason) => {
@@ -173,6 +196,7 @@ pub fn update_state(profile_dir: &Path, fields: &[(&str, Value)]) -> io::Result<
                     let aside = profile_dir.join(format!("{STATE_FILE}.corrupt-{}", files::utc_timestamp()));
                     std::fs::rename(&path, &aside)?;
                     tracing::warn!("{reason}; kept aside as {}", aside.display());
+                    read_version = None;
                 }
             }
             Map::new()
@@ -192,8 +216,13 @@ pub fn update_state(profile_dir: &Path, fields: &[(&str, Value)]) -> io::Result<
             files::copy_owner(&tmp, meta.uid(), meta.gid())?;
         }
         file.sync_all()?;
+        if version(&path) != read_version {
+            std::fs::remove_file(&tmp)?;
+            return Ok(false);
+        }
         std::fs::rename(&tmp, &path)?;
-        files::fsync_dir(profile_dir)
+        files::fsync_dir(profile_dir)?;
+        Ok(true)
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);

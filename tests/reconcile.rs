@@ -586,6 +586,9 @@ fn docker_restart_brings_back_exactly_what_ran() {
         }
         assert_eq!(c.sv.status("gateway-crashy")["state"], if cycle == 0 { "failed" } else { "down" });
         assert_eq!(c.running_set(), expected, "boot {cycle}: the running set");
+        for name in &expected {
+            wait_for(&format!("{name} to write running"), LONG, || c.fx.state(name)["gateway_state"] == "running");
+        }
         // The first restart changes nothing: the legacy states alone must carry over.
         for &name in names.iter().filter(|_| cycle > 0) {
             match random() % 3 {
@@ -603,7 +606,7 @@ fn docker_restart_brings_back_exactly_what_ran() {
         assert_eq!(c.running_set(), expected, "cycle {cycle}: after the changes");
         // Each running gateway has handled its start (and set up its SIGTERM handler).
         for name in &expected {
-            wait_for("the gateway to write running", LONG, || c.fx.state(name)["gateway_state"] == "running");
+            wait_for(&format!("{name} to write running"), LONG, || c.fx.state(name)["gateway_state"] == "running");
         }
         // docker stop: SIGTERM; the fake gateways write `stopped` as they go.
         let done = c.sv.stop();
