@@ -501,12 +501,19 @@ fn profile_and_gateway_commands() {
     c.fx.profile("later", None);
     let out = c.ctl(&["gateway", "start", "-p", "later", "--wait"]);
     assert!(out.stdout.contains("gateway later: registered and started"), "{out:?}");
-    // --all with one failure: exit 1 and a summary.
+    // A gateway that exits 78 fails for good, and says why in its profile.
     c.fx.profile("broken", Some(r#"{"gateway_state": "stopped"}"#));
     fs::write(c.fx.profile_dir("broken").join("config-error"), "").unwrap();
-    let out = c.ctl(&["gateway", "start", "--all", "--wait"]);
+    assert_eq!(c.ctl(&["gateway", "start", "-p", "broken"]).code, 0);
+    c.sv.wait_state("gateway-broken", "failed");
+    // --all with one failure (a state file that cannot be written): exit 1 and a summary.
+    fs::create_dir_all(c.fx.profile_dir("jammed").join("gateway_state.json")).unwrap();
+    fs::write(c.fx.profile_dir("jammed").join("SOUL.md"), "").unwrap();
+    let out = c.ctl(&["gateway", "start", "--all"]);
     assert_eq!(out.code, 1, "{out:?}");
-    assert!(out.stdout.contains("4 ok, 1 failed"), "{out:?}");
+    assert!(out.stdout.contains("gateway start --all: 5 ok, 1 failed"), "{out:?}");
+    assert!(out.stderr.contains("jammed"), "{out:?}");
+    c.sv.wait_state("gateway-broken", "failed");
     // status: the manager line and one row per gateway with its saved state.
     let status = c.ctl(&["status"]);
     assert!(status.stdout.starts_with("Manager: hermes-init (container supervisor)"), "{}", status.stdout);
