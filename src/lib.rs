@@ -20,3 +20,12 @@ pub mod runtime;
 pub mod slotdir;
 pub mod supervisor;
 pub mod sys;
+
+/// The command-line arguments after the program name, which must be UTF-8 (tool names,
+/// slot and profile names, paths given to the tools); on failure, the line for stderr.
+pub fn utf8_args(tool: &str) -> Result<Vec<String>, String> {
+    std::env::args_os()
+        .skip(1)
+        .map(|a| a.into_string().map_err(|bad| format!("{tool}: argument is not UTF-8: {bad:?}")))
+        .collect()
+}

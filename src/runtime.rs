@@ -1,5 +1,6 @@
-//! The event loop of PID 1: one thread, one `poll(2)` over the signal pipe with the nearest
-//! deadline as its timeout. Each turn drains signals, reaps every dead child, fires due
+//! The event loop of PID 1: one thread, one `poll(2)` over the signal pipe, the control and
+//! health sockets, the slots' readiness and output pipes, with the nearest deadline as its
+//! timeout. Each turn drains signals, reaps every dead child, fires due
 //! deadlines, carries out what the core decided, and exits once the core says it is done.
 //!
 //! Invariants: reaping runs on every turn whether or not SIGCHLD was seen (signals

@@ -99,16 +99,8 @@ impl Supervisor {
         }
     }
 
-    pub fn scan_dir(&self) -> &Path {
-        &self.scan_dir
-    }
-
     pub fn names(&self) -> Vec<String> {
         self.slots.keys().cloned().collect()
-    }
-
-    pub fn contains(&self, name: &str) -> bool {
-        self.slots.contains_key(name)
     }
 
     pub fn state(&self, name: &str) -> Option<State> {
@@ -519,13 +511,13 @@ fn log_exit(name: &str, status: ExitStatus) {
 fn spawn_run(entry: &mut Entry, next_pipe: &mut u64) -> io::Result<Pid> {
     let mut command = Command::new(entry.dir.join("run"));
     command.current_dir(&entry.dir).stdin(Stdio::null());
-    let (out_read, out_write) = sys::notification_pipe()?;
-    let (err_read, err_write) = sys::notification_pipe()?;
+    let (out_read, out_write) = sys::cloexec_pipe()?;
+    let (err_read, err_write) = sys::cloexec_pipe()?;
     command.stdout(Stdio::from(out_write)).stderr(Stdio::from(err_write));
     let mut options = SpawnOptions::default();
     let mut write_end = None;
     if let Some(target) = entry.notification_fd {
-        let (read, write) = sys::notification_pipe()?;
+        let (read, write) = sys::cloexec_pipe()?;
         options.pass_fd = Some((write.as_raw_fd(), target));
         entry.notify = Some(read.into());
         write_end = Some(write);

@@ -4,10 +4,10 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     hermes_init::sys::signals::restore_default_sigpipe();
-    let args: Vec<String> = match std::env::args_os().skip(1).map(|a| a.into_string()).collect() {
+    let args = match hermes_init::utf8_args("hermesctl") {
         Ok(args) => args,
-        Err(bad) => {
-            eprintln!("hermesctl: argument is not UTF-8: {bad:?}");
+        Err(message) => {
+            eprintln!("{message}");
             return ExitCode::from(100);
         }
     };

@@ -1,5 +1,6 @@
 //! The pure core: decisions as functions of events and time, with no syscalls, no clock
-//! reads and no file I/O, so that every transition is tested by a table.
+//! reads and no file I/O, so that every transition is tested by a table. Its only side
+//! effect is `tracing` log lines.
 
 pub mod backoff;
 pub mod exit;
@@ -30,6 +31,7 @@ pub mod signal {
     pub const USR2: i32 = 12;
     pub const TERM: i32 = 15;
     pub const CHLD: i32 = 17;
+    pub const CONT: i32 = 18;
     pub const WINCH: i32 = 28;
 
     /// The signals passed on to the main command.

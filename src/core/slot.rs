@@ -378,15 +378,17 @@ impl Slot {
                 self.enter(State::Stopping, now);
                 self.deadline = Some(now + self.settings.timeout_kill);
                 // SIGCONT too, so a stopped service can act on the stop signal.
-                vec![SlotAction::SignalGroup(pid, self.settings.down_signal), SlotAction::SignalGroup(pid, 18)]
+                vec![
+                    SlotAction::SignalGroup(pid, self.settings.down_signal),
+                    SlotAction::SignalGroup(pid, signal::CONT),
+                ]
             }
             State::Backoff => {
                 self.deadline = None;
                 self.enter(State::Down, now);
                 Vec::new()
             }
-            State::Failed if !self.wanted_up => Vec::new(),
-            _ => Vec::new(),
+            State::Down | State::Stopping | State::Finishing | State::Failed => Vec::new(),
         }
     }
 
@@ -536,7 +538,10 @@ mod tests {
     fn stop_signals_the_group_then_kills_it_at_timeout_kill() {
         let t0 = Instant::now();
         let mut slot = running(t0, SlotSettings { down_signal: signal::INT, ..SlotSettings::default() });
-        assert_eq!(slot.stop(at(t0, 10)), vec![SignalGroup(Pid(100), signal::INT), SignalGroup(Pid(100), 18)]);
+        assert_eq!(
+            slot.stop(at(t0, 10)),
+            vec![SignalGroup(Pid(100), signal::INT), SignalGroup(Pid(100), signal::CONT)]
+        );
         assert_eq!(slot.state(), State::Stopping);
         assert_eq!(slot.on_tick(at(t0, 3009)), vec![]);
         assert_eq!(slot.on_tick(at(t0, 3010)), vec![SignalGroup(Pid(100), signal::KILL)]);
@@ -704,7 +709,10 @@ mod tests {
         assert_eq!(down.unload(t0), vec![Forget]);
 
         let mut slot = running(t0, SlotSettings::default());
-        assert_eq!(slot.unload(at(t0, 1)), vec![SignalGroup(Pid(100), signal::TERM), SignalGroup(Pid(100), 18)]);
+        assert_eq!(
+            slot.unload(at(t0, 1)),
+            vec![SignalGroup(Pid(100), signal::TERM), SignalGroup(Pid(100), signal::CONT)]
+        );
         assert_eq!(slot.start(at(t0, 2)), vec![], "an unloading slot never starts again");
         assert_eq!(slot.leader_exited(ExitStatus::Signaled(15), at(t0, 3)), vec![]);
         assert_eq!(slot.group_gone(at(t0, 4)), vec![Forget]);

@@ -39,7 +39,7 @@ pub fn take_reaper_role() -> Role {
 }
 
 /// A pipe whose both ends are close-on-exec; the read end is non-blocking.
-pub fn notification_pipe() -> io::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
+pub fn cloexec_pipe() -> io::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
     use nix::fcntl::OFlag;
     let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
     nix::fcntl::fcntl(&read, nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK))?;
