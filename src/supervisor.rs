@@ -72,6 +72,8 @@ pub struct Supervisor {
     output_format: crate::logs::Format,
     home: PathBuf,
     next_pipe: u64,
+    /// Reused for every read of service output (the hot path of a flooding service).
+    read_buf: Vec<u8>,
     defaults: SlotSettings,
     slots: BTreeMap<String, Entry>,
     dirty: BTreeSet<String>,
@@ -91,6 +93,7 @@ impl Supervisor {
             output_format,
             home,
             next_pipe: 0,
+            read_buf: vec![0u8; crate::logs::READ_BUDGET],
             defaults,
             slots: BTreeMap::new(),
             dirty: BTreeSet::new(),
@@ -349,11 +352,11 @@ impl Supervisor {
     /// An output pipe is readable: pass at most one read budget of lines on.
     pub fn on_output_readable(&mut self, name: &str, id: u64) {
         let format = self.output_format;
+        let buf = &mut self.read_buf;
         let Some(entry) = self.slots.get_mut(name) else { return };
         let Some(index) = entry.output.iter().position(|p| p.id == id) else { return };
-        let mut buf = vec![0u8; crate::logs::READ_BUDGET];
         let pipe = &mut entry.output[index];
-        let (read, closed) = match (&pipe.file).read(&mut buf) {
+        let (read, closed) = match (&pipe.file).read(buf) {
             Ok(0) => (0, true),
             Ok(n) => (n, false),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => (0, false),
