@@ -1,25 +1,22 @@
 //! hermes-init: a container init for multi-profile agent gateways.
 //!
-//! The library holds all the logic; the binaries in `src/bin/` are thin entry points.
-//! `core` is pure (decisions from events and time), `sys` is the only place that touches
-//! the operating system's process and signal calls, and `runtime` is the one-threaded
-//! event loop that joins them.
+//! Three programs on a shared core. `core` is pure (decisions from events and time),
+//! `sys` is the only place that touches the operating system's process, signal and file
+//! calls, `proto` holds the wire types server and clients share, and `volume` everything
+//! that knows `HERMES_HOME`. On top of them: `reaper` (PID 1), `cont_init` (the boot hook)
+//! and `ctl` (`hermesctl`); the binaries in `src/bin/` are thin entry points.
+//!
+//! Dependencies point one way: the programs use the shared modules, never each other,
+//! except `ctl`, which runs the boot pass's slot writer for `profile create`.
 
-pub mod config;
 pub mod cont_init;
-pub mod control;
 pub mod core;
 pub mod ctl;
-pub mod ctl_gateway;
-pub mod health;
-pub mod hooks;
 pub mod logging;
-pub mod logs;
-pub mod profile;
-pub mod runtime;
-pub mod slotdir;
-pub mod supervisor;
+pub mod proto;
+pub mod reaper;
 pub mod sys;
+pub mod volume;
 
 /// The command-line arguments after the program name, which must be UTF-8 (tool names,
 /// slot and profile names, paths given to the tools); on failure, the line for stderr.

@@ -465,7 +465,7 @@ fn profile_and_gateway_commands() {
     let cases: [(&[&str], i32, &str); 14] = [
         (&["profile", "create", "alpha"], 0, "profile alpha created"),
         (&["profile", "create", "alpha"], 1, "profile 'alpha' already exists"),
-        (&["profile", "create", "Bad!"], 100, "invalid profile name 'Bad!'"),
+        (&["profile", "create", "Bad!"], 100, "invalid profile name \"Bad!\""),
         (&["profile", "create", "root"], 100, "'root' is a reserved name"),
         (&["profile", "create", "beta", "--start", "--wait"], 0, "gateway started"),
         (&["gateway", "start", "-p", "alpha", "--wait"], 0, "gateway alpha: started"),
@@ -631,4 +631,25 @@ fn docker_restart_brings_back_exactly_what_ran() {
             .all(|l| l.contains("action=registered desired=stopped")),
         "{log}"
     );
+}
+
+/// Issue 9, bug 5: a temp file left behind by an earlier boot (PID 1 is pid 1 at every
+/// boot) must not block PID 1's state writes; stale temp files are swept.
+#[test]
+fn issue9_a_stale_temp_file_does_not_block_state_writes() {
+    if !namespaces_available() {
+        return;
+    }
+    let mut c = Container::new();
+    let dir = c.fx.profile("broken", Some(r#"{"desired_state": "running"}"#));
+    fs::write(dir.join("config-error"), "").unwrap();
+    fs::write(dir.join(".gateway_state.json.tmp-1"), "left by a crash").unwrap();
+    fs::write(c.fx.home().join(".gateway_state.json.tmp-1"), "left by a crash").unwrap();
+    c.boot();
+    c.sv.wait_state("gateway-broken", "failed");
+    wait_for("the failure to be recorded", LONG, || c.fx.state("broken")["gateway_state"] == "startup_failed");
+    assert!(c.fx.state("broken")["exit_reason"].as_str().is_some_and(|r| r.contains("78")));
+    assert!(!dir.join(".gateway_state.json.tmp-1").exists(), "the stale temp file was swept");
+    assert!(!c.fx.home().join(".gateway_state.json.tmp-1").exists(), "in the default profile too");
+    c.sv.stop();
 }

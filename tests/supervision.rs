@@ -127,7 +127,11 @@ fn a_crash_loop_ends_in_failed_and_stays_down() {
     assert_eq!(sv.status("crashy")["state"], "failed");
     // hermesctl shows why.
     let table = sv.ctl(&["status"]);
-    assert!(table.stdout.contains("failed (crash loop"), "{}", table.stdout);
+    let row = table.stdout.lines().find(|l| l.starts_with("crashy ")).unwrap_or_default();
+    // The state column holds the state; the reason is the last column, after the last exit.
+    assert!(row.contains(" failed "), "{}", table.stdout);
+    let (exit, reason) = (row.find("exit 1").unwrap_or(usize::MAX), row.find("crash loop: 3 deaths").unwrap_or(0));
+    assert!(exit < reason, "{}", table.stdout);
     sv.stop();
 }
 

@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use hermes_init::config::{self, Invocation};
+use hermes_init::reaper::config::{self, Invocation};
 
 fn main() -> ExitCode {
     let invocation = config::parse(std::env::args_os().skip(1), |name| std::env::var(name).ok());
@@ -17,7 +17,7 @@ fn main() -> ExitCode {
         }
         Ok(Invocation::Run(config)) => {
             hermes_init::logging::init(config.log_level);
-            hermes_init::runtime::run(*config)
+            hermes_init::reaper::run(*config)
         }
         Err(e) => {
             eprintln!("{} error: {e}", hermes_init::logging::PREFIX);

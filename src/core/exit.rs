@@ -1,4 +1,5 @@
-//! How a child ended, and the exit code that stands for it in shell convention.
+//! How a child ended, the exit code that stands for it in shell convention, and the one
+//! table of exit codes the three programs use for their own outcomes.
 //!
 //! Invariant: a process killed by signal N is reported as 128+N, as shells, tini and Docker
 //! report it, so `docker inspect` shows 143 for SIGTERM and 137 for SIGKILL.
@@ -36,6 +37,23 @@ impl fmt::Display for ExitStatus {
             ExitStatus::Signaled(signal) => write!(f, "killed by signal {signal}"),
         }
     }
+}
+
+/// The exit codes of the programs' own outcomes (the s6 convention for the tools: 100 for
+/// a permanent or usage error, 111 for a temporary or system error).
+pub mod code {
+    /// Done; healthy.
+    pub const OK: i32 = 0;
+    /// A negative answer: no such slot or gateway, failed, timed out, not healthy.
+    pub const NEGATIVE: i32 = 1;
+    /// A usage error: bad option, argument or environment variable.
+    pub const USAGE: i32 = 100;
+    /// A system error: nothing reachable, a file or socket that cannot be used.
+    pub const SYSTEM: i32 = 111;
+    /// The command could not be executed (shell convention).
+    pub const CANNOT_EXECUTE: i32 = 126;
+    /// The command was not found (shell convention).
+    pub const NOT_FOUND: i32 = 127;
 }
 
 #[cfg(test)]

@@ -43,9 +43,11 @@ pub enum Action {
     SignalProcess(Pid, i32),
     /// Send a signal to a process group.
     SignalGroup(Pid, i32),
-    /// Send a signal to every descendant except the members of these groups (the shell
-    /// adds the groups of the supervised slots, which stop by their own rules).
-    SignalRest { signal: i32, skip: Vec<Pid> },
+    /// Send a signal to every descendant except the members of these groups; with
+    /// `spare_slots`, the shell also spares the supervised slots' groups, which stop by
+    /// their own signal and deadline (the SIGTERM at the start of the shutdown). The SIGKILL
+    /// at the end of the grace time spares nothing: the grace time caps everything.
+    SignalRest { signal: i32, skip: Vec<Pid>, spare_slots: bool },
     /// Load the supervised slots (the boot hooks are done).
     LoadServices,
     /// Stop every supervised slot, each by its own stop signal and deadline.
@@ -240,7 +242,7 @@ impl Lifecycle {
             Phase::Stopping { kill_at, killed_at: killed_at @ None } if now >= *kill_at => {
                 tracing::warn!("grace time over: sending SIGKILL to everything left");
                 *killed_at = Some(now);
-                vec![Action::SignalRest { signal: signal::KILL, skip: Vec::new() }]
+                vec![Action::SignalRest { signal: signal::KILL, skip: Vec::new(), spare_slots: false }]
             }
             _ => Vec::new(),
         }
@@ -318,7 +320,7 @@ impl Lifecycle {
             actions.push(Action::SignalGroup(pid, signal::TERM));
             skip.push(pid);
         }
-        actions.push(Action::SignalRest { signal: signal::TERM, skip });
+        actions.push(Action::SignalRest { signal: signal::TERM, skip, spare_slots: true });
         self.phase = Phase::Stopping { kill_at: now + self.config.kill_grace, killed_at: None };
         actions
     }
@@ -343,7 +345,7 @@ mod tests {
     }
 
     fn term_all(skip: Vec<Pid>) -> Action {
-        Action::SignalRest { signal: signal::TERM, skip }
+        Action::SignalRest { signal: signal::TERM, skip, spare_slots: true }
     }
 
     #[test]
@@ -477,7 +479,10 @@ mod tests {
         // A second SIGTERM does not restart the grace period.
         assert_eq!(life.on_signal(signal::TERM, ms(t0, 10)), vec![Action::SignalProcess(Pid(4), signal::TERM)]);
         assert_eq!(life.on_tick(ms(t0, 2999)), vec![]);
-        assert_eq!(life.on_tick(ms(t0, 3000)), vec![Action::SignalRest { signal: signal::KILL, skip: vec![] }]);
+        assert_eq!(
+            life.on_tick(ms(t0, 3000)),
+            vec![Action::SignalRest { signal: signal::KILL, skip: vec![], spare_slots: false }]
+        );
         assert_eq!(life.on_tick(ms(t0, 3001)), vec![]);
         assert_eq!(life.on_exit(Pid(4), ExitStatus::Signaled(9), ms(t0, 3002)), vec![]);
         assert_eq!(life.finished(false, ms(t0, 3002)), Some(137));

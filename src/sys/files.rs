@@ -38,10 +38,11 @@ pub fn fsync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// Gives `path` the owner of `like` (when running as root; otherwise a no-op).
-pub fn copy_owner(path: &Path, uid: u32, gid: u32) -> io::Result<()> {
+/// Gives an open file the owner `uid`:`gid` (when running as root; otherwise a no-op).
+pub fn copy_owner(file: &File, uid: u32, gid: u32) -> io::Result<()> {
+    // fchown(2) on the open descriptor: no path is resolved again after the write.
     if nix::unistd::geteuid().is_root() {
-        nix::unistd::chown(path, Some(nix::unistd::Uid::from_raw(uid)), Some(nix::unistd::Gid::from_raw(gid)))?;
+        std::os::unix::fs::fchown(file, Some(uid), Some(gid))?;
     }
     Ok(())
 }
@@ -87,36 +88,6 @@ pub fn local_timestamp() -> String {
     let sign = if off < 0 { '-' } else { '+' };
     let off = off.abs();
     format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}{sign}{:02}{:02}", off / 3600, (off % 3600) / 60)
-}
-
-/// Replaces this process with `argv`, first dropping to `user` when running as root and the
-/// user exists. Returns only on failure.
-pub fn exec_as(user: &str, argv: &[String]) -> io::Error {
-    use std::os::unix::process::CommandExt;
-    let Some((program, args)) = argv.split_first() else {
-        return io::Error::new(io::ErrorKind::InvalidInput, "no command to run");
-    };
-    let mut command = std::process::Command::new(program);
-    command.args(args);
-    if nix::unistd::geteuid().is_root() {
-        match nix::unistd::User::from_name(user) {
-            Ok(Some(account)) => {
-                let name = match std::ffi::CString::new(user) {
-                    Ok(name) => name,
-                    Err(e) => return io::Error::other(e),
-                };
-                if let Err(e) = nix::unistd::initgroups(&name, account.gid) {
-                    return io::Error::other(format!("initgroups for {user}: {e}"));
-                }
-                command.uid(account.uid.as_raw()).gid(account.gid.as_raw());
-            }
-            // getpwnam(3): these errors also mean "no such user" (no /etc/passwd at all).
-            Ok(None) | Err(nix::errno::Errno::ENOENT | nix::errno::Errno::ESRCH | nix::errno::Errno::EBADF) => {}
-            Err(nix::errno::Errno::EPERM) => {}
-            Err(e) => return io::Error::other(format!("looking up user {user}: {e}")),
-        }
-    }
-    command.exec()
 }
 
 #[cfg(test)]

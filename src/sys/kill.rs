@@ -12,26 +12,27 @@ use nix::sys::signal::{Signal, kill, killpg};
 
 use super::Pid;
 
-/// Converts a signal number into a signal, for numbers coming from configuration.
-pub fn signal_from_number(number: i32) -> Option<Signal> {
-    Signal::try_from(number).ok()
-}
-
-/// The number of a signal name such as `TERM` or `SIGTERM`.
-pub fn signal_number(name: &str) -> Option<i32> {
-    let upper = name.trim().to_ascii_uppercase();
-    let full = if upper.starts_with("SIG") { upper } else { format!("SIG{upper}") };
-    full.parse::<Signal>().ok().map(|s| s as i32)
-}
-
-/// Sends `signal` (a number) to one process. Gone already is fine.
+/// Sends `signal` (a number, real-time signals included) to one process. Gone already is fine.
 pub fn signal_process(pid: Pid, signal: i32) -> io::Result<()> {
-    deliver(kill(nix::unistd::Pid::from_raw(pid.0), to_signal(signal)?))
+    raw_kill(pid.0, signal)
 }
 
 /// Sends `signal` to a whole process group. Gone already is fine.
 pub fn signal_group(pgid: Pid, signal: i32) -> io::Result<()> {
-    deliver(killpg(nix::unistd::Pid::from_raw(pgid.0), to_signal(signal)?))
+    if pgid.0 <= 0 {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("not a process group: {pgid}")));
+    }
+    raw_kill(-pgid.0, signal)
+}
+
+/// kill(2) with a raw number: nix's `Signal` has no real-time signals.
+fn raw_kill(target: i32, signal: i32) -> io::Result<()> {
+    if !(1..=crate::core::signal::MAX).contains(&signal) || target == 0 || target == -1 {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("refusing kill({target}, {signal})")));
+    }
+    // SAFETY: kill(2) takes plain integers and has no memory effects.
+    let rc = unsafe { nix::libc::kill(target, signal) };
+    deliver(Errno::result(rc).map(drop))
 }
 
 /// Sends `signal` to every descendant of this process except the members of the groups in
@@ -130,14 +131,6 @@ mod tests {
         ];
         for (line, want) in cases {
             assert_eq!(parse_stat_parents(line), want, "{line}");
-        }
-    }
-
-    #[test]
-    fn signal_names_parse_with_or_without_prefix() {
-        let cases = [("TERM", Some(15)), ("SIGKILL", Some(9)), ("hup", Some(1)), ("nope", None), ("", None)];
-        for (name, want) in cases {
-            assert_eq!(signal_number(name), want, "{name}");
         }
     }
 }

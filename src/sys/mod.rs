@@ -1,11 +1,12 @@
-//! The thin shell around the operating system: the only module that touches `nix` and
-//! `signal-hook`. Everything here is a small, direct wrapper; decisions live in `core`.
+//! The thin shell around the operating system: the only module that touches `nix`, `libc`
+//! and `signal-hook`. Everything here is a small, direct wrapper; decisions live in `core`.
 
 pub mod files;
 pub mod kill;
 pub mod reap;
 pub mod signals;
 pub mod spawn;
+pub mod user;
 
 use std::io;
 use std::os::fd::BorrowedFd;
@@ -74,13 +75,31 @@ pub fn chown_group(path: &std::path::Path, gid: u32) -> io::Result<()> {
     Ok(())
 }
 
-/// Waits until one of `fds` is ready for what is asked (read, or read and write) or
-/// `timeout` passes. Returns (readable or hung up, writable) for each descriptor.
-pub fn wait_ready(fds: &[(BorrowedFd<'_>, bool)], timeout: Option<Duration>) -> io::Result<Vec<(bool, bool)>> {
+/// What a descriptor is polled for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Interest {
+    pub read: bool,
+    pub write: bool,
+}
+
+impl Interest {
+    pub const READ: Interest = Interest { read: true, write: false };
+}
+
+/// Waits until one of `fds` is ready for what is asked or `timeout` passes. Returns
+/// (readable or hung up, writable) for each descriptor. A descriptor polled for neither
+/// still reports a hang-up or an error as readable, so its owner can close it.
+pub fn wait_ready(fds: &[(BorrowedFd<'_>, Interest)], timeout: Option<Duration>) -> io::Result<Vec<(bool, bool)>> {
     let mut poll_fds: Vec<PollFd> = fds
         .iter()
-        .map(|(fd, write)| {
-            let events = if *write { PollFlags::POLLIN | PollFlags::POLLOUT } else { PollFlags::POLLIN };
+        .map(|(fd, interest)| {
+            let mut events = PollFlags::empty();
+            if interest.read {
+                events |= PollFlags::POLLIN;
+            }
+            if interest.write {
+                events |= PollFlags::POLLOUT;
+            }
             PollFd::new(*fd, events)
         })
         .collect();
@@ -105,4 +124,13 @@ pub fn wait_ready(fds: &[(BorrowedFd<'_>, bool)], timeout: Option<Duration>) -> 
         Err(Errno::EINTR) => Ok(vec![(false, false); fds.len()]),
         Err(e) => Err(e.into()),
     }
+}
+
+/// The width of the terminal on stdout, if stdout is one.
+pub fn terminal_width() -> Option<usize> {
+    let mut size = nix::libc::winsize { ws_row: 0, ws_col: 0, ws_xpixel: 0, ws_ypixel: 0 };
+    // SAFETY: TIOCGWINSZ fills the winsize it is given; fd 1 may be anything, and a
+    // non-terminal just fails with ENOTTY.
+    let rc = unsafe { nix::libc::ioctl(1, nix::libc::TIOCGWINSZ, &mut size) };
+    (rc == 0 && size.ws_col > 0).then_some(size.ws_col as usize)
 }

@@ -14,19 +14,17 @@ use std::io;
 use std::process::Command;
 use std::time::Instant;
 
-use crate::config::Config;
-use crate::control::ControlServer;
+use crate::core::exit::code;
 use crate::core::hooks::HookFailurePolicy;
 use crate::core::lifecycle::{Action, Lifecycle, LifecycleConfig};
 use crate::core::{Pid, signal};
-use crate::health::{HealthServer, InitState};
-use crate::supervisor::Supervisor;
+use crate::reaper::config::Config;
+use crate::reaper::control::ControlServer;
+use crate::reaper::health::{HealthServer, InitState};
+use crate::reaper::supervisor::Supervisor;
 use crate::sys::signals::SignalPipe;
 use crate::sys::spawn::{SpawnOptions, spawn_clean};
-use crate::sys::{self, Role};
-
-/// Exit code when the init cannot set itself up.
-pub const EXIT_SYSTEM_ERROR: i32 = 111;
+use crate::sys::{self, Interest, Role};
 
 struct Runtime {
     config: Config,
@@ -60,14 +58,14 @@ pub fn run(config: Config) -> i32 {
         Ok(signals) => signals,
         Err(e) => {
             tracing::error!("cannot install signal handlers: {e}");
-            return EXIT_SYSTEM_ERROR;
+            return code::SYSTEM;
         }
     };
-    let hooks = match crate::hooks::list(&config.cont_init_dir) {
+    let hooks = match crate::reaper::hooks::list(&config.cont_init_dir) {
         Ok(hooks) => hooks,
         Err(e) if config.hook_failure == HookFailurePolicy::Stop => {
             tracing::error!("cannot read the hook directory {}: {e}", config.cont_init_dir.display());
-            return EXIT_SYSTEM_ERROR;
+            return code::SYSTEM;
         }
         Err(e) => {
             tracing::error!("cannot read the hook directory {}: {e}; running no hooks", config.cont_init_dir.display());
@@ -157,32 +155,31 @@ impl Runtime {
         let health_fds = self.health.as_ref().map(|h| h.poll_fds()).unwrap_or_default();
         let notify = self.supervisor.notify_fds();
         let output = self.supervisor.output_fds();
-        let mut fds = vec![(signals.fd(), false)];
-        fds.extend(control_fds.iter().copied());
-        fds.extend(health_fds.iter().copied());
-        fds.extend(notify.iter().map(|(_, fd)| (*fd, false)));
-        fds.extend(output.iter().map(|(_, _, fd)| (*fd, false)));
+        let mut fds = vec![(signals.fd(), Interest::READ)];
+        fds.extend(control_fds.iter().map(|(_, fd, interest)| (*fd, *interest)));
+        fds.extend(health_fds.iter().map(|(_, fd, interest)| (*fd, *interest)));
+        fds.extend(notify.iter().map(|(_, fd)| (*fd, Interest::READ)));
+        fds.extend(output.iter().map(|(_, _, fd)| (*fd, Interest::READ)));
         let ready = match sys::wait_ready(&fds, timeout) {
             Ok(ready) => ready,
             Err(e) => {
-                // poll(2) only fails on bad arguments or no memory; do not spin on it.
+                // poll(2) fails only on bad arguments or no memory: log it, and let the
+                // next turn's deadlines and reaping run.
                 tracing::error!("poll failed: {e}");
-                std::thread::yield_now();
                 return;
             }
         };
-        let control_count = control_fds.len();
-        let health_count = health_fds.len();
-        let ready_notify: Vec<String> = notify
-            .iter()
-            .zip(ready.iter().skip(1 + control_count + health_count))
-            .filter(|(_, (readable, _))| *readable)
-            .map(|((name, _), _)| name.clone())
-            .collect();
+        let mut ready = ready.into_iter().skip(1);
+        let control_ready: Vec<_> =
+            control_fds.iter().zip(ready.by_ref()).map(|((index, _, _), (r, w))| (*index, r, w)).collect();
+        let health_ready: Vec<_> =
+            health_fds.iter().zip(ready.by_ref()).map(|((source, _, _), (r, w))| (*source, r, w)).collect();
+        let ready_notify: Vec<String> =
+            notify.iter().zip(ready.by_ref()).filter(|(_, (r, _))| *r).map(|((name, _), _)| name.clone()).collect();
         let ready_output: Vec<(String, u64)> = output
             .iter()
-            .zip(ready.iter().skip(1 + control_count + health_count + notify.len()))
-            .filter(|(_, (readable, _))| *readable)
+            .zip(ready.by_ref())
+            .filter(|(_, (r, _))| *r)
             .map(|((name, id, _), _)| (name.clone(), *id))
             .collect();
         drop(output);
@@ -198,11 +195,10 @@ impl Runtime {
         }
         if let Some(health) = &mut self.health {
             let init = InitState { stopping: self.life.stopping() };
-            let span = 1 + control_count..1 + control_count + health_count;
-            health.serve(&ready[span], &self.supervisor, init, now);
+            health.serve(&health_ready, &self.supervisor, init, now);
         }
         if let Some(control) = &mut self.control {
-            let outcome = control.serve(&ready[1..1 + control_count], &mut self.supervisor, now);
+            let outcome = control.serve(&control_ready, &mut self.supervisor, now);
             if outcome.shutdown {
                 let actions = self.life.request_shutdown(now);
                 self.execute(actions, now);
@@ -239,15 +235,19 @@ impl Runtime {
                 Action::SignalProcess(pid, sig) => report(sys::kill::signal_process(pid, sig), sig, pid),
                 Action::SignalGroup(pid, sig) => report(sys::kill::signal_group(pid, sig), sig, pid),
                 Action::LoadServices => {
-                    if let Err(e) = std::fs::create_dir_all(&self.config.scan_dir) {
+                    if let Err(e) = fs_err::create_dir_all(&self.config.scan_dir) {
                         tracing::error!("cannot create the scan dir {}: {e}", self.config.scan_dir.display());
                     }
                     let (loaded, _) = self.supervisor.scan(false, now);
                     tracing::info!("slots loaded from {}: {}", self.config.scan_dir.display(), loaded.len());
                 }
                 Action::StopServices => self.supervisor.shutdown(now),
-                Action::SignalRest { signal: sig, mut skip } => {
-                    skip.extend(self.supervisor.live_groups());
+                Action::SignalRest { signal: sig, mut skip, spare_slots } => {
+                    // The slots stop by their own signal and deadline; the grace time's
+                    // SIGKILL spares nothing.
+                    if spare_slots {
+                        skip.extend(self.supervisor.live_groups());
+                    }
                     match sys::kill::signal_descendants(sig, &skip, self.role == Role::Pid1) {
                         Ok(_) => {}
                         Err(e) => tracing::error!("cannot send {} to the remaining processes: {e}", signal::name(sig)),

@@ -53,8 +53,7 @@ pub fn read(dir: &Path, defaults: &SlotSettings) -> Result<SlotDir, String> {
         settings.timeout_finish = Duration::from_millis(ms);
     }
     if let Some(text) = text_file(dir, "down-signal")? {
-        settings.down_signal = crate::sys::kill::signal_number(&text)
-            .or_else(|| text.parse().ok().filter(|n| crate::sys::kill::signal_from_number(*n).is_some()))
+        settings.down_signal = crate::core::signal::parse(&text)
             .ok_or_else(|| format!("{}: not a signal: '{text}'", dir.join("down-signal").display()))?;
     }
     let notification_fd = number_file(dir, "notification-fd", 3, 1023)?.map(|n| n as i32);

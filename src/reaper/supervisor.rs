@@ -7,28 +7,58 @@
 //! of one slot (bad directory, failed spawn) is that slot's state and a log line, never an
 //! error of the init.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use serde_json::{Value, json};
-
 use crate::core::Pid;
-use crate::core::exit::ExitStatus;
-use crate::core::slot::{Slot, SlotAction, SlotSettings, Snapshot, State};
-use crate::slotdir;
+use crate::core::exit::{ExitStatus, code};
+use crate::core::slot::{Event, Slot, SlotAction, SlotSettings, Snapshot, StateName};
+use crate::proto::status::{SlotStatus, Wanted};
+use crate::reaper::gateway::Gateway;
+use crate::reaper::output::{self, LineSplitter};
+use crate::reaper::slotdir;
 use crate::sys;
 use crate::sys::spawn::{SpawnOptions, spawn_clean};
+
+/// Why a request about slots was not carried out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SupervisorError {
+    NoSuchSlot(String),
+    AlreadyLoaded(String),
+    NotRunning(String),
+    ShuttingDown,
+    /// A slot directory that cannot be loaded, with the reason naming the path.
+    BadSlot(String),
+    /// A system call failed, with the reason naming the target.
+    System(String),
+}
+
+impl std::fmt::Display for SupervisorError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SupervisorError::NoSuchSlot(name) => write!(f, "no such slot '{name}'"),
+            SupervisorError::AlreadyLoaded(name) => write!(f, "slot '{name}' is already loaded"),
+            SupervisorError::NotRunning(name) => write!(f, "slot '{name}' is not running"),
+            SupervisorError::ShuttingDown => f.write_str("the container is shutting down"),
+            SupervisorError::BadSlot(reason) | SupervisorError::System(reason) => f.write_str(reason),
+        }
+    }
+}
+
+impl std::error::Error for SupervisorError {}
+
+type Result<T> = std::result::Result<T, SupervisorError>;
 
 /// One end of a service's stdout or stderr.
 struct OutputPipe {
     id: u64,
     stream: &'static str,
     file: std::fs::File,
-    splitter: crate::logs::LineSplitter,
+    splitter: LineSplitter,
 }
 
 /// One loaded slot.
@@ -41,8 +71,8 @@ struct Entry {
     notify: Option<std::fs::File>,
     /// Output pipes still open (an exited service's pipe stays until its last writer is gone).
     output: Vec<OutputPipe>,
-    /// For gateway slots: `$HERMES_HOME/logs/gateways/<profile>/current`.
-    gateway_log: Option<crate::logs::RotatingLog>,
+    /// The gateway behind the slot, when it is one.
+    gateway: Option<Gateway>,
     remove_dir_when_gone: bool,
 }
 
@@ -69,7 +99,7 @@ impl Clock {
 /// All loaded slots.
 pub struct Supervisor {
     scan_dir: PathBuf,
-    output_format: crate::logs::Format,
+    output_format: output::Format,
     home: PathBuf,
     next_pipe: u64,
     /// Reused for every read of service output (the hot path of a flooding service).
@@ -82,18 +112,13 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
-    pub fn new(
-        scan_dir: PathBuf,
-        defaults: SlotSettings,
-        output_format: crate::logs::Format,
-        home: PathBuf,
-    ) -> Supervisor {
+    pub fn new(scan_dir: PathBuf, defaults: SlotSettings, output_format: output::Format, home: PathBuf) -> Supervisor {
         Supervisor {
             scan_dir,
             output_format,
             home,
             next_pipe: 0,
-            read_buf: vec![0u8; crate::logs::READ_BUDGET],
+            read_buf: vec![0u8; output::READ_BUDGET],
             defaults,
             slots: BTreeMap::new(),
             dirty: BTreeSet::new(),
@@ -106,39 +131,41 @@ impl Supervisor {
         self.slots.keys().cloned().collect()
     }
 
-    pub fn state(&self, name: &str) -> Option<State> {
-        self.slots.get(name).map(|e| e.slot.state())
+    pub fn state(&self, name: &str) -> Option<StateName> {
+        self.slots.get(name).map(|e| e.slot.state().name())
+    }
+
+    /// Whether every slot wanted up is up and ready.
+    pub fn all_wanted_ready(&self) -> bool {
+        self.slots.values().all(|e| {
+            let s = e.slot.snapshot();
+            !s.wanted_up || (s.state == StateName::Up && s.ready)
+        })
     }
 
     /// Loads a slot from a directory path, or from a bare name in the scan dir.
-    pub fn load(&mut self, target: &str, now: Instant) -> Result<String, String> {
+    pub fn load(&mut self, target: &str, now: Instant) -> Result<String> {
         if self.shutting_down {
-            return Err("the container is shutting down".into());
+            return Err(SupervisorError::ShuttingDown);
         }
         let dir = if target.contains('/') { PathBuf::from(target) } else { self.scan_dir.join(target) };
         let name = dir
             .file_name()
             .and_then(|n| n.to_str())
             .map(str::to_string)
-            .ok_or_else(|| format!("{}: no slot name in this path", dir.display()))?;
+            .ok_or_else(|| SupervisorError::BadSlot(format!("{}: no slot name in this path", dir.display())))?;
         if !slotdir::valid_name(&name) {
-            return Err(format!(
-                "'{name}' is not a valid slot name (lowercase letters, digits, '_', '.', '-'; starting with a letter or digit; no '..')"
-            ));
+            return Err(SupervisorError::BadSlot(format!(
+                "{name:?} is not a valid slot name (lowercase letters, digits, '_', '.', '-'; starting with a letter or digit; no '..')"
+            )));
         }
         if self.slots.contains_key(&name) {
-            return Err(format!("slot '{name}' is already loaded"));
+            return Err(SupervisorError::AlreadyLoaded(name));
         }
-        let read = slotdir::read(&dir, &self.defaults)?;
-        let gateway_log = match (name.strip_prefix("gateway-"), crate::profile::slot_profile_dir(&dir)) {
-            (Some(profile), Some(_)) => {
-                Some(crate::logs::RotatingLog::new(crate::logs::gateway_log_dir(&self.home, profile)))
-            }
-            _ => None,
-        };
+        let read = slotdir::read(&dir, &self.defaults).map_err(SupervisorError::BadSlot)?;
         let entry = Entry {
             output: Vec::new(),
-            gateway_log,
+            gateway: Gateway::detect(&name, &dir, &self.home),
             dir,
             loaded_at: SystemTime::now(),
             slot: Slot::new(read.settings, now),
@@ -147,10 +174,10 @@ impl Supervisor {
             remove_dir_when_gone: false,
         };
         self.slots.insert(name.clone(), entry);
-        tracing::info!("slot {name}: loaded{}", if read.down { " (down file: not started)" } else { "" });
+        tracing::info!(slot = %name, "loaded{}", if read.down { " (down file: not started)" } else { "" });
         self.dirty.insert(name.clone());
         if !read.down {
-            self.act(&name, now, |slot, now| slot.start(now));
+            self.act(&name, Event::Start, now);
         }
         Ok(name)
     }
@@ -159,7 +186,7 @@ impl Supervisor {
     /// unloads loaded slots whose directory is gone. Returns (loaded, unloaded) names.
     pub fn scan(&mut self, unload_vanished: bool, now: Instant) -> (Vec<String>, Vec<String>) {
         let mut loaded = Vec::new();
-        let entries = match std::fs::read_dir(&self.scan_dir) {
+        let entries = match fs_err::read_dir(&self.scan_dir) {
             Ok(entries) => entries,
             Err(e) => {
                 tracing::warn!("cannot read the scan dir {}: {e}", self.scan_dir.display());
@@ -177,7 +204,7 @@ impl Supervisor {
                 continue;
             }
             if !slotdir::valid_name(name) {
-                tracing::info!("scan: '{name}' ignored: not a valid slot name");
+                tracing::info!("scan: {name:?} ignored: not a valid slot name");
                 continue;
             }
             if entry.path().is_dir() {
@@ -191,7 +218,7 @@ impl Supervisor {
             }
             match self.load(name, now) {
                 Ok(name) => loaded.push(name),
-                Err(e) => tracing::warn!("slot {name}: not loaded: {e}"),
+                Err(e) => tracing::warn!(slot = %name, "not loaded: {e}"),
             }
         }
         let mut unloaded = Vec::new();
@@ -207,46 +234,29 @@ impl Supervisor {
         (loaded, unloaded)
     }
 
-    pub fn start(&mut self, name: &str, now: Instant) -> Result<(), String> {
-        if self.shutting_down {
-            return Err("the container is shutting down".into());
+    /// Applies an operator's event (`Start`, `Stop`, `Restart`) to a loaded slot.
+    pub fn command(&mut self, name: &str, event: Event, now: Instant) -> Result<()> {
+        if self.shutting_down && event != Event::Stop {
+            return Err(SupervisorError::ShuttingDown);
         }
         self.known(name)?;
-        self.act(name, now, |slot, now| slot.start(now));
+        self.act(name, event, now);
         Ok(())
     }
 
-    pub fn stop(&mut self, name: &str, now: Instant) -> Result<(), String> {
-        self.known(name)?;
-        self.act(name, now, |slot, now| slot.stop(now));
-        Ok(())
-    }
-
-    pub fn restart(&mut self, name: &str, now: Instant) -> Result<(), String> {
-        if self.shutting_down {
-            return Err("the container is shutting down".into());
-        }
-        self.known(name)?;
-        self.act(name, now, |slot, now| slot.restart(now));
-        Ok(())
-    }
-
-    pub fn signal(&mut self, name: &str, sig: i32) -> Result<(), String> {
-        let entry = self.slots.get(name).ok_or_else(|| no_such_slot(name))?;
-        match entry.slot.signal(sig) {
-            Some(SlotAction::SignalProcess(pid, sig)) => {
-                sys::kill::signal_process(pid, sig).map_err(|e| format!("slot {name}: {e}"))
-            }
-            _ => Err(format!("slot '{name}' is not running")),
-        }
+    /// Sends a signal to the slot's leader.
+    pub fn signal(&mut self, name: &str, sig: i32) -> Result<()> {
+        let entry = self.slots.get(name).ok_or_else(|| SupervisorError::NoSuchSlot(name.to_string()))?;
+        let pid = entry.slot.leader().ok_or_else(|| SupervisorError::NotRunning(name.to_string()))?;
+        sys::kill::signal_process(pid, sig).map_err(|e| SupervisorError::System(format!("slot {name}: {e}")))
     }
 
     /// Stops the slot, forgets it once its processes are gone, and removes its directory
     /// then if `remove` is set.
-    pub fn unload(&mut self, name: &str, remove: bool, now: Instant) -> Result<(), String> {
-        let entry = self.slots.get_mut(name).ok_or_else(|| no_such_slot(name))?;
+    pub fn unload(&mut self, name: &str, remove: bool, now: Instant) -> Result<()> {
+        let entry = self.slots.get_mut(name).ok_or_else(|| SupervisorError::NoSuchSlot(name.to_string()))?;
         entry.remove_dir_when_gone |= remove;
-        self.act(name, now, |slot, now| slot.unload(now));
+        self.act(name, Event::Unload, now);
         Ok(())
     }
 
@@ -254,7 +264,7 @@ impl Supervisor {
     pub fn shutdown(&mut self, now: Instant) {
         self.shutting_down = true;
         for name in self.names() {
-            self.act(&name, now, |slot, now| slot.shutdown(now));
+            self.act(&name, Event::Shutdown, now);
         }
     }
 
@@ -279,11 +289,11 @@ impl Supervisor {
             if let Some(entry) = self.slots.get_mut(&name) {
                 entry.notify = None;
             }
-            log_exit(&name, status);
-            self.act(&name, now, |slot, now| slot.leader_exited(status, now));
+            tracing::info!(slot = %name, "exited: {status}");
+            self.act(&name, Event::LeaderExited(status), now);
         } else {
-            tracing::info!("slot {name}: finish ended: {status}");
-            self.act(&name, now, |slot, now| slot.finish_ended(Some(status), now));
+            tracing::info!(slot = %name, "finish ended: {status}");
+            self.act(&name, Event::FinishEnded(Some(status)), now);
         }
         true
     }
@@ -297,10 +307,11 @@ impl Supervisor {
             .map(|(n, _)| n.clone())
             .collect();
         for name in gone {
-            self.act(&name, now, |slot, now| slot.group_gone(now));
+            self.act(&name, Event::GroupGone, now);
         }
     }
 
+    /// Fires the deadlines that are due.
     pub fn on_tick(&mut self, now: Instant) {
         let due: Vec<String> = self
             .slots
@@ -309,7 +320,7 @@ impl Supervisor {
             .map(|(n, _)| n.clone())
             .collect();
         for name in due {
-            self.act(&name, now, |slot, now| slot.on_tick(now));
+            self.act(&name, Event::Tick, now);
         }
     }
 
@@ -338,9 +349,8 @@ impl Supervisor {
             entry.notify = None;
         }
         if ready {
-            tracing::info!("slot {name}: ready");
-            entry.slot.ready(now);
-            self.dirty.insert(name.to_string());
+            tracing::info!(slot = %name, "ready");
+            self.act(name, Event::Ready, now);
         }
     }
 
@@ -366,10 +376,11 @@ impl Supervisor {
         let mut out = String::new();
         let mut file_lines = String::new();
         let stream = pipe.stream;
+        let to_file = entry.gateway.is_some();
         let mut emit = |line: &[u8], cut: bool| {
-            out.push_str(&crate::logs::render(format, name, stream, line, cut, &time));
-            if entry.gateway_log.is_some() {
-                file_lines.push_str(&crate::logs::render(crate::logs::Format::Plain, name, stream, line, cut, &time));
+            out.push_str(&output::render(format, name, stream, line, cut, &time));
+            if to_file {
+                file_lines.push_str(&output::render(output::Format::Plain, name, stream, line, cut, &time));
             }
         };
         pipe.splitter.feed(&buf[..read], &mut emit);
@@ -382,118 +393,104 @@ impl Supervisor {
             let _ = stdout.write_all(out.as_bytes());
             let _ = stdout.flush();
         }
-        if let Some(log) = entry.gateway_log.as_mut().filter(|_| !file_lines.is_empty()) {
-            log.append(&file_lines);
+        if let Some(gateway) = entry.gateway.as_mut().filter(|_| !file_lines.is_empty()) {
+            gateway.log_lines(&file_lines);
         }
     }
 
-    /// Status of one slot as JSON.
-    pub fn status(&self, name: &str) -> Option<Value> {
-        self.slots.get(name).map(|e| self.status_json(name, e))
+    /// The status of one slot, with its gateway fields.
+    pub fn status(&self, name: &str) -> Option<SlotStatus> {
+        self.slots.get(name).map(|e| self.status_of(name, e, true))
     }
 
-    /// Status of every slot, sorted by name.
-    pub fn status_all(&self) -> Vec<Value> {
-        self.slots.iter().map(|(n, e)| self.status_json(n, e)).collect()
+    /// The status of every slot, sorted by name, with their gateway fields.
+    pub fn status_all(&self) -> Vec<SlotStatus> {
+        self.slots.iter().map(|(n, e)| self.status_of(n, e, true)).collect()
     }
 
     /// Writes the status file of every slot that changed.
     pub fn publish(&mut self) {
         for name in std::mem::take(&mut self.dirty) {
             let Some(entry) = self.slots.get(&name) else { continue };
-            let status = self.status_json(&name, entry);
+            let status = self.status_of(&name, entry, false);
             if let Err(e) = write_status(&entry.dir, &status) {
-                tracing::warn!("slot {name}: cannot publish status: {e}");
+                tracing::warn!(slot = %name, "cannot publish status: {e}");
             }
         }
     }
 
-    fn status_json(&self, name: &str, entry: &Entry) -> Value {
+    fn status_of(&self, name: &str, entry: &Entry, with_gateway: bool) -> SlotStatus {
         let Snapshot { state, wanted_up, pid, since, ready, restarts, last_exit, failure } = entry.slot.snapshot();
-        json!({
-            "slot": name,
-            "path": entry.dir.display().to_string(),
-            "loaded_at": entry.loaded_at.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
-            "state": state.name(),
-            "wanted": if wanted_up { "up" } else { "down" },
-            "pid": pid.map(|p| p.0),
-            "since": (self.clock.epoch_secs(since) * 1000.0).round() / 1000.0,
-            "ready": ready,
-            "restarts": restarts,
-            "last_exit": last_exit.map(|s| match s {
-                ExitStatus::Code(code) => json!({"code": code}),
-                ExitStatus::Signaled(sig) => json!({"signal": sig}),
-            }),
-            "failure": failure,
-        })
+        SlotStatus {
+            slot: name.to_string(),
+            path: entry.dir.display().to_string(),
+            loaded_at: entry.loaded_at.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+            state,
+            wanted: if wanted_up { Wanted::Up } else { Wanted::Down },
+            pid: pid.map(|p| p.0),
+            since: (self.clock.epoch_secs(since) * 1000.0).round() / 1000.0,
+            ready,
+            restarts,
+            last_exit: last_exit.map(Into::into),
+            failure,
+            gateway: entry.gateway.as_ref().filter(|_| with_gateway).map(Gateway::fields),
+        }
     }
 
-    fn known(&self, name: &str) -> Result<(), String> {
-        if self.slots.contains_key(name) { Ok(()) } else { Err(no_such_slot(name)) }
+    fn known(&self, name: &str) -> Result<()> {
+        if self.slots.contains_key(name) { Ok(()) } else { Err(SupervisorError::NoSuchSlot(name.to_string())) }
     }
 
-    /// Runs a transition of one slot and carries out its actions, feeding spawn results
-    /// back until nothing is left to do.
-    fn act(&mut self, name: &str, now: Instant, transition: impl FnOnce(&mut Slot, Instant) -> Vec<SlotAction>) {
+    /// Feeds one event to a slot and carries out its actions, feeding the shell's answers
+    /// (spawned, spawn failed, finish started) back until nothing is left to do.
+    fn act(&mut self, name: &str, event: Event, now: Instant) {
         let Some(entry) = self.slots.get_mut(name) else { return };
-        let mut queue: std::collections::VecDeque<SlotAction> = transition(&mut entry.slot, now).into();
+        let mut queue: VecDeque<SlotAction> = entry.slot.handle(event, now).into();
         self.dirty.insert(name.to_string());
         while let Some(action) = queue.pop_front() {
             let Some(entry) = self.slots.get_mut(name) else { return };
             match action {
                 SlotAction::Spawn => match spawn_run(entry, &mut self.next_pipe) {
                     Ok(pid) => {
-                        tracing::info!("slot {name}: started (pid {pid})");
-                        entry.slot.spawned(pid, now);
+                        tracing::info!(slot = %name, "started (pid {pid})");
+                        queue.extend(entry.slot.handle(Event::Spawned(pid), now));
                     }
                     Err(e) => {
-                        let code = if e.kind() == io::ErrorKind::NotFound { 127 } else { 126 };
-                        tracing::error!("slot {name}: cannot start {}: {e}", entry.dir.join("run").display());
-                        queue.extend(entry.slot.spawn_failed(code, now));
+                        let code =
+                            if e.kind() == io::ErrorKind::NotFound { code::NOT_FOUND } else { code::CANNOT_EXECUTE };
+                        tracing::error!(slot = %name, "cannot start {}: {e}", entry.dir.join("run").display());
+                        queue.extend(entry.slot.handle(Event::SpawnFailed(code), now));
                     }
                 },
                 SlotAction::RunFinish { code, signal } => match spawn_finish(&entry.dir, code, signal) {
-                    Ok(pid) => entry.slot.finish_started(pid, now),
+                    Ok(pid) => queue.extend(entry.slot.handle(Event::FinishStarted(pid), now)),
                     Err(e) => {
-                        tracing::warn!("slot {name}: cannot run finish: {e}");
-                        queue.extend(entry.slot.finish_ended(None, now));
+                        tracing::warn!(slot = %name, "cannot run finish: {e}");
+                        queue.extend(entry.slot.handle(Event::FinishEnded(None), now));
                     }
                 },
                 SlotAction::SignalGroup(pid, sig) => {
                     if let Err(e) = sys::kill::signal_group(pid, sig) {
-                        tracing::warn!("slot {name}: cannot signal group {pid}: {e}");
-                    }
-                }
-                SlotAction::SignalProcess(pid, sig) => {
-                    if let Err(e) = sys::kill::signal_process(pid, sig) {
-                        tracing::warn!("slot {name}: cannot signal {pid}: {e}");
+                        tracing::warn!(slot = %name, "cannot signal group {pid}: {e}");
                     }
                 }
                 SlotAction::PermanentFailure(reason) => {
-                    tracing::error!("slot {name}: failed, not restarting: {reason}");
-                    // A gateway slot records it in its profile, so it stays down after a restart.
-                    if let Some(profile_dir) = crate::profile::slot_profile_dir(&entry.dir) {
-                        match crate::profile::record_permanent_failure(&profile_dir, &reason) {
-                            Ok(()) => {
-                                tracing::info!("slot {name}: recorded startup_failed in {}", profile_dir.display())
-                            }
-                            Err(e) => tracing::error!(
-                                "slot {name}: cannot record the failure in {}: {e}",
-                                profile_dir.join(crate::profile::STATE_FILE).display()
-                            ),
-                        }
+                    tracing::error!(slot = %name, "failed, not restarting: {reason}");
+                    // A gateway slot records it in its profile.
+                    if let Some(gateway) = &entry.gateway {
+                        gateway.record_permanent_failure(name, &reason);
                     }
                 }
                 SlotAction::Forget => {
                     if let Some(entry) = self.slots.remove(name) {
-                        tracing::info!("slot {name}: unloaded");
+                        tracing::info!(slot = %name, "unloaded");
                         self.dirty.remove(name);
                         if entry.remove_dir_when_gone {
-                            if let Err(e) = std::fs::remove_dir_all(&entry.dir) {
-                                tracing::warn!("slot {name}: cannot remove {}: {e}", entry.dir.display());
+                            if let Err(e) = fs_err::remove_dir_all(&entry.dir) {
+                                tracing::warn!(slot = %name, "cannot remove {}: {e}", entry.dir.display());
                             }
                         } else {
-                            let _ = std::fs::remove_file(entry.dir.join("supervise/status.json"));
+                            let _ = fs_err::remove_file(entry.dir.join("supervise/status.json"));
                         }
                     }
                     return;
@@ -501,14 +498,6 @@ impl Supervisor {
             }
         }
     }
-}
-
-fn no_such_slot(name: &str) -> String {
-    format!("no such slot '{name}'")
-}
-
-fn log_exit(name: &str, status: ExitStatus) {
-    tracing::info!("slot {name}: exited: {status}");
 }
 
 fn spawn_run(entry: &mut Entry, next_pipe: &mut u64) -> io::Result<Pid> {
@@ -548,14 +537,14 @@ fn spawn_finish(dir: &Path, code: i32, signal: i32) -> io::Result<Pid> {
 
 /// Writes `<dir>/supervise/status.json` through a temporary file and a rename, so a reader
 /// sees the old or the new status, never a mix.
-fn write_status(dir: &Path, status: &Value) -> io::Result<()> {
+fn write_status(dir: &Path, status: &SlotStatus) -> io::Result<()> {
     let supervise = dir.join("supervise");
-    std::fs::create_dir_all(&supervise)?;
+    fs_err::create_dir_all(&supervise)?;
     let tmp = supervise.join(".status.json.tmp");
     let mut text = serde_json::to_vec_pretty(status).map_err(io::Error::other)?;
     text.push(b'\n');
-    std::fs::write(&tmp, &text)?;
-    std::fs::rename(&tmp, supervise.join("status.json"))
+    fs_err::write(&tmp, &text)?;
+    fs_err::rename(&tmp, supervise.join("status.json"))
 }
 
 #[cfg(test)]
@@ -568,7 +557,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("supervise/status.json");
         let padding = "x".repeat(64 * 1024);
-        write_status(dir.path(), &json!({"n": 0, "padding": padding})).unwrap();
+        let status = |n: u32| SlotStatus {
+            slot: "s".into(),
+            path: padding.clone(),
+            loaded_at: 0,
+            state: StateName::Up,
+            wanted: Wanted::Up,
+            pid: Some(1),
+            since: 0.0,
+            ready: true,
+            restarts: n,
+            last_exit: None,
+            failure: None,
+            gateway: None,
+        };
+        write_status(dir.path(), &status(0)).unwrap();
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let reader = {
             let stop = stop.clone();
@@ -577,14 +580,14 @@ mod tests {
                 let mut reads = 0u32;
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                     let text = std::fs::read(&path).unwrap();
-                    serde_json::from_slice::<Value>(&text).expect("a torn status file");
+                    serde_json::from_slice::<SlotStatus>(&text).expect("a torn status file");
                     reads += 1;
                 }
                 reads
             })
         };
         for n in 1..500 {
-            write_status(dir.path(), &json!({"n": n, "padding": padding})).unwrap();
+            write_status(dir.path(), &status(n)).unwrap();
         }
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         assert!(reader.join().unwrap() > 0);

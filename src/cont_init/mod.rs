@@ -5,13 +5,19 @@
 //! write) is that profile's warning and outcome, and the pass goes on; only an unwritable
 //! scan dir fails the pass (exit 111); `--dry-run` touches nothing.
 
+pub mod exec_as;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use lexopt::prelude::*;
 use serde_json::{Value, json};
 
+use crate::core::exit::code;
+use crate::core::paths;
 use crate::core::reconcile::{self, Decision};
-use crate::profile::{self, Found, GatewaySlot, Home};
+use crate::volume::slot_writer::{self, GatewaySlot};
+use crate::volume::{Found, Home, boot_log, state};
 
 pub const HELP: &str = "\
 hermes-cont-init: rebuild the gateway slots from the state saved on the volume
@@ -19,6 +25,7 @@ hermes-cont-init: rebuild the gateway slots from the state saved on the volume
 USAGE:
     hermes-cont-init [--home DIR] [--scan-dir DIR] [--dry-run] [--json]
     hermes-cont-init exec-as USER -- CMD [ARGS...]
+    hermes-cont-init --help | --version
 
 The default profile (HERMES_HOME itself) comes first, then every directory of
 HERMES_HOME/profiles holding SOUL.md, sorted by name. Each gets the slot gateway-<profile>
@@ -35,6 +42,7 @@ OPTIONS:
     --dry-run        Print the plan; change nothing
     --json           Print the plan as JSON
     -h, --help       Print this help
+    -V, --version    Print the version
 
 ENVIRONMENT:
     HERMES_INIT_GATEWAY_CMD    A shell command line replacing the gateway command
@@ -44,8 +52,8 @@ ENVIRONMENT:
     HERMES_INIT_GATEWAY_USER   The user gateways run as, when it exists and the init runs
                                as root [hermes]
 
-exec-as USER -- CMD: runs CMD as USER when running as root and USER exists, else as is
-(the gateway slots' run files use it).
+exec-as USER -- CMD: runs CMD as USER (with USER's groups) when running as root and USER
+exists, else as is; the gateway slots' run files and hermes-main use it to drop privileges.
 
 EXIT CODES:
     0      every profile was handled (some may have been skipped)
@@ -69,11 +77,8 @@ impl Pass {
     /// Settings from the environment alone (for callers other than the command line).
     pub fn from_env(env: &impl Fn(&str) -> Option<String>, helper: PathBuf) -> Pass {
         Pass {
-            home: Home::new(env("HERMES_HOME").filter(|v| !v.is_empty()).unwrap_or_else(|| "/opt/data".into())),
-            scan_dir: env("HERMES_INIT_SCAN_DIR")
-                .filter(|v| !v.is_empty())
-                .unwrap_or_else(|| crate::config::DEFAULT_SCAN_DIR.into())
-                .into(),
+            home: Home::new(paths::home(env)),
+            scan_dir: paths::scan_dir(env),
             dry_run: false,
             json: false,
             gateway_command: env("HERMES_INIT_GATEWAY_CMD").filter(|v| !v.trim().is_empty()),
@@ -88,7 +93,7 @@ impl Pass {
             profile: name.to_string(),
             profile_dir: dir.to_path_buf(),
             home: self.home.root.clone(),
-            port: profile::read_port(dir),
+            port: crate::volume::read_port(dir),
             command: self.gateway_command.clone(),
             user: self.gateway_user.clone(),
             helper: self.helper.clone(),
@@ -138,11 +143,11 @@ impl Outcome {
 /// Runs the pass; returns the exit code.
 pub fn run(pass: &Pass) -> i32 {
     if !pass.dry_run {
-        if let Err(e) = std::fs::create_dir_all(&pass.scan_dir).and_then(|_| probe_writable(&pass.scan_dir)) {
+        if let Err(e) = fs_err::create_dir_all(&pass.scan_dir).and_then(|_| probe_writable(&pass.scan_dir)) {
             eprintln!("hermes-cont-init: cannot write the scan dir {}: {e}", pass.scan_dir.display());
-            return 111;
+            return code::SYSTEM;
         }
-        let swept = profile::sweep_staging(&pass.scan_dir);
+        let swept = slot_writer::sweep_staging(&pass.scan_dir);
         if swept > 0 {
             eprintln!("hermes-cont-init: removed {swept} stale staging directories");
         }
@@ -160,7 +165,7 @@ pub fn run(pass: &Pass) -> i32 {
     }
     if !pass.dry_run {
         let kept: Vec<String> = outcomes.iter().map(|o| reconcile::slot_name(&o.profile)).collect();
-        for removed in profile::sweep_orphan_slots(&pass.scan_dir, &kept) {
+        for removed in slot_writer::sweep_orphan_slots(&pass.scan_dir, &kept) {
             eprintln!("hermes-cont-init: removed slot {removed}: its profile is gone");
         }
     }
@@ -190,7 +195,7 @@ pub fn run(pass: &Pass) -> i32 {
     }
     let _ = out.flush();
     if !pass.dry_run
-        && let Err(e) = profile::append_boot_log(&pass.home, &log)
+        && let Err(e) = boot_log::append_boot_log(&pass.home, &log)
     {
         eprintln!("hermes-cont-init: warning: cannot append to the boot log: {e}");
     }
@@ -199,12 +204,12 @@ pub fn run(pass: &Pass) -> i32 {
 
 fn probe_writable(dir: &Path) -> std::io::Result<()> {
     let probe = dir.join(format!(".probe-{}", std::process::id()));
-    std::fs::write(&probe, b"")?;
-    std::fs::remove_file(&probe)
+    fs_err::write(&probe, b"")?;
+    fs_err::remove_file(&probe)
 }
 
 fn reconcile_one(pass: &Pass, name: &str, dir: &Path) -> Outcome {
-    let state = profile::read_state(dir);
+    let state = state::read_state(dir);
     let Decision { start, prior_state, desired, record_running, warning } =
         reconcile::decide(state.as_ref().map_err(String::as_str));
     if let Some(warning) = &warning {
@@ -223,16 +228,16 @@ fn reconcile_one(pass: &Pass, name: &str, dir: &Path) -> Outcome {
         }
         return outcome;
     }
-    for removed in profile::sweep_stale_files(dir) {
+    for removed in state::sweep_stale_files(dir) {
         eprintln!("hermes-cont-init: profile {name}: removed stale {removed}");
     }
     if record_running {
-        match profile::record_desired(dir, "running") {
+        match state::record_desired(dir, "running") {
             Ok(()) => outcome.desired = Some("running".into()),
             Err(e) => eprintln!("hermes-cont-init: warning: profile {name}: cannot record desired_state: {e}"),
         }
     }
-    if let Err(e) = profile::write_slot(&pass.scan_dir, &pass.gateway_slot(name, dir), !start) {
+    if let Err(e) = slot_writer::write_slot(&pass.scan_dir, &pass.gateway_slot(name, dir), !start) {
         eprintln!("hermes-cont-init: warning: profile {name}: cannot write its slot: {e}");
         outcome.action = "skipped";
         outcome.reason = Some(format!("cannot write the slot: {e}"));
@@ -240,51 +245,66 @@ fn reconcile_one(pass: &Pass, name: &str, dir: &Path) -> Outcome {
     outcome
 }
 
+/// Where the `hermes-cont-init` binary is, for the `run` files' `exec-as`: this program
+/// itself, or the one beside `hermesctl`.
+pub fn helper_path() -> PathBuf {
+    let beside = |exe: PathBuf| {
+        if exe.file_name().is_some_and(|n| n == "hermes-cont-init") {
+            Some(exe)
+        } else {
+            exe.parent().map(|dir| dir.join("hermes-cont-init"))
+        }
+    };
+    // Without /proc, argv[0] tells where the program is.
+    std::env::current_exe()
+        .ok()
+        .and_then(beside)
+        .or_else(|| std::env::args().next().filter(|a| a.contains('/')).map(PathBuf::from).and_then(beside))
+        .unwrap_or_else(|| PathBuf::from("hermes-cont-init"))
+}
+
+/// What the command line asks for.
+enum Invocation {
+    Help,
+    Version,
+    Run(Box<Pass>),
+}
+
+fn parse(args: Vec<String>, env: &impl Fn(&str) -> Option<String>) -> Result<Invocation, lexopt::Error> {
+    let mut pass = Pass::from_env(env, helper_path());
+    let mut parser = lexopt::Parser::from_args(args);
+    while let Some(arg) = parser.next()? {
+        match arg {
+            Short('h') | Long("help") => return Ok(Invocation::Help),
+            Short('V') | Long("version") => return Ok(Invocation::Version),
+            Long("dry-run") => pass.dry_run = true,
+            Long("json") => pass.json = true,
+            Long("home") => pass.home = Home::new(PathBuf::from(parser.value()?)),
+            Long("scan-dir") => pass.scan_dir = parser.value()?.into(),
+            _ => return Err(arg.unexpected()),
+        }
+    }
+    Ok(Invocation::Run(Box::new(pass)))
+}
+
 /// The command line of `hermes-cont-init`; returns the exit code.
 pub fn main(args: Vec<String>, env: impl Fn(&str) -> Option<String>) -> i32 {
     if args.first().map(String::as_str) == Some("exec-as") {
-        return exec_as(&args[1..]);
+        return exec_as::main(&args[1..]);
     }
-    let helper = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("hermes-cont-init"));
-    let mut pass = Pass::from_env(&env, helper);
-    let mut args = args.into_iter();
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "-h" | "--help" => {
-                print!("{HELP}");
-                return 0;
-            }
-            "--dry-run" => pass.dry_run = true,
-            "--json" => pass.json = true,
-            "--home" | "--scan-dir" => {
-                let Some(value) = args.next() else {
-                    eprintln!("hermes-cont-init: {arg} needs a directory (see --help)");
-                    return 100;
-                };
-                if arg == "--home" {
-                    pass.home = Home::new(value);
-                } else {
-                    pass.scan_dir = value.into();
-                }
-            }
-            other => {
-                eprintln!("hermes-cont-init: unknown argument '{other}' (see --help)");
-                return 100;
-            }
+    match parse(args, &env) {
+        Ok(Invocation::Help) => {
+            print!("{HELP}");
+            code::OK
+        }
+        Ok(Invocation::Version) => {
+            println!("hermes-cont-init {}", env!("CARGO_PKG_VERSION"));
+            code::OK
+        }
+        Ok(Invocation::Run(pass)) => run(&pass),
+        Err(e) => {
+            eprintln!("hermes-cont-init: {e} (see --help)");
+            code::USAGE
         }
     }
-    run(&pass)
-}
-
-fn exec_as(args: &[String]) -> i32 {
-    let (user, rest) = match args {
-        [user, dashdash, rest @ ..] if dashdash == "--" && !rest.is_empty() => (user, rest),
-        _ => {
-            eprintln!("hermes-cont-init: usage: hermes-cont-init exec-as USER -- CMD [ARGS...]");
-            return 100;
-        }
-    };
-    let error = crate::sys::files::exec_as(user, rest);
-    eprintln!("hermes-cont-init: cannot run {}: {error}", rest[0]);
-    if error.kind() == std::io::ErrorKind::NotFound { 127 } else { 126 }
 }

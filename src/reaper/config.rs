@@ -36,7 +36,7 @@ pub struct Config {
     /// Group (name or gid) allowed to use the control socket besides root and the init's user.
     pub admin_group: Option<String>,
     /// How service output lines are written to stdout.
-    pub output_format: crate::logs::Format,
+    pub output_format: crate::reaper::output::Format,
     /// The profile home, for gateway log files.
     pub home: PathBuf,
     /// TCP address of the health API, besides its unix socket.
@@ -69,10 +69,8 @@ impl std::fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-pub const DEFAULT_CONT_INIT_DIR: &str = "/etc/cont-init.d";
+pub use crate::core::paths::{DEFAULT_CONT_INIT_DIR, DEFAULT_RUNTIME_DIR, DEFAULT_SCAN_DIR};
 pub const DEFAULT_KILL_GRACETIME_MS: u64 = 3000;
-pub const DEFAULT_SCAN_DIR: &str = "/run/service";
-pub const DEFAULT_RUNTIME_DIR: &str = "/run/hermes-init";
 
 /// Parses the arguments after the program name, reading variables through `env`.
 pub fn parse(
@@ -134,7 +132,7 @@ pub fn parse(
         runtime_dir: dir("HERMES_INIT_RUNTIME_DIR", DEFAULT_RUNTIME_DIR),
         admin_group: env("HERMES_INIT_ADMIN_GROUP").filter(|v| !v.trim().is_empty()),
         slot_defaults,
-        output_format: crate::logs::Format::from_env(
+        output_format: crate::reaper::output::Format::from_env(
             env("HERMES_INIT_LOG_FORMAT").as_deref(),
             env("HERMES_INIT_LOG_PREFIX").as_deref(),
         )

@@ -1,0 +1,213 @@
+//! `hermesctl profile ...` and `hermesctl gateway ...`: profiles and their gateways while
+//! the container runs. The intent (`desired_state`) is written to the volume first, then
+//! the slot is acted on through the control socket.
+//!
+//! Invariants: names are validated before any path is built from them; a profile is never
+//! deleted while a process of its gateway runs (the unload waits until the group is gone).
+
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use super::Flags;
+use super::client::{Client, CtlError};
+use crate::cont_init::Pass;
+use crate::core::exit::code;
+use crate::core::reconcile::{self, RESERVED_NAMES, valid_profile_name};
+use crate::proto::control::{Request, Wait, WaitFor};
+use crate::volume::{Found, PORT_FILE, slot_writer, state};
+
+/// What the gateway commands need.
+pub struct Context {
+    pub client: Client,
+    pub pass: Pass,
+    pub wait: bool,
+}
+
+impl Context {
+    fn wait_for(&self, until: WaitFor) -> Wait {
+        Wait { wait: Some(until), timeout_ms: Some(self.client.wait.as_millis() as u64) }
+    }
+
+    fn load(&self, slot: &str) -> Result<(), CtlError> {
+        self.client.expect(&Request::Load { path: None, slot: Some(slot.to_string()), wait: Wait::default() })?;
+        Ok(())
+    }
+
+    /// The directory of an existing profile, or the standard "no such gateway" failure.
+    fn existing_profile(&self, name: &str) -> Result<PathBuf, CtlError> {
+        let dir = self.pass.home.profile_dir(name);
+        let exists =
+            if name == "default" { dir.is_dir() } else { valid_profile_name(name) && dir.join("SOUL.md").is_file() };
+        if exists {
+            Ok(dir)
+        } else {
+            Err(CtlError::Negative(format!(
+                "no such gateway '{name}': register it with hermesctl profile create {name}"
+            )))
+        }
+    }
+
+    /// Writes the slot of an existing profile and loads it, down or not.
+    fn register(&self, name: &str, dir: &Path, down: bool) -> Result<(), CtlError> {
+        let slot = reconcile::slot_name(name);
+        slot_writer::write_slot(&self.pass.scan_dir, &self.pass.gateway_slot(name, dir), down).map_err(|e| {
+            CtlError::System(format!("cannot write slot {slot} in {}: {e}", self.pass.scan_dir.display()))
+        })?;
+        self.load(&slot)
+    }
+
+    /// Starts a loaded slot and waits until it is ready.
+    fn start_and_wait(&self, slot: &str) -> Result<(), CtlError> {
+        self.client.expect(&Request::Start { slot: slot.to_string(), wait: self.wait_for(WaitFor::Ready) })?;
+        Ok(())
+    }
+}
+
+/// `profile create|delete ...`
+pub fn profile(ctx: &Context, words: &[String], flags: &Flags) -> Result<i32, CtlError> {
+    match words {
+        [verb, name] if verb == "create" => create(ctx, name, flags.start),
+        [verb, name] if verb == "delete" => delete(ctx, name, flags.yes),
+        _ => Err(CtlError::usage("usage: hermesctl profile create NAME [--start] | profile delete NAME --yes")),
+    }
+}
+
+fn create(ctx: &Context, name: &str, start: bool) -> Result<i32, CtlError> {
+    if !valid_profile_name(name) {
+        return Err(CtlError::usage(format!("invalid profile name {name:?}: use ^[a-z0-9][a-z0-9_-]{{0,63}}$")));
+    }
+    if RESERVED_NAMES.contains(&name) {
+        return Err(CtlError::usage(format!("'{name}' is a reserved name ({})", RESERVED_NAMES.join(", "))));
+    }
+    let dir = ctx.pass.home.profile_dir(name);
+    let system = |what: &str, e: std::io::Error| CtlError::System(format!("cannot {what} {}: {e}", dir.display()));
+    fs_err::create_dir_all(ctx.pass.home.root.join("profiles")).map_err(|e| system("create the parent of", e))?;
+    match fs_err::create_dir(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            return Err(CtlError::Negative(format!("profile '{name}' already exists at {}", dir.display())));
+        }
+        Err(e) => return Err(system("create", e)),
+    }
+    let taken = ctx.pass.home.taken_ports();
+    let digest: [u8; 32] = Sha256::digest(name.as_bytes()).into();
+    let port = reconcile::allocate_port(reconcile::preferred_port(&digest), &taken)
+        .ok_or_else(|| CtlError::Negative("no free gateway port left in 9200-9799".into()))?;
+    fs_err::write(dir.join(PORT_FILE), format!("{port}\n")).map_err(|e| system("write the port of", e))?;
+    fs_err::write(dir.join("SOUL.md"), format!("# {name}\n")).map_err(|e| system("write SOUL.md in", e))?;
+    state::record_desired(&dir, if start { "running" } else { "stopped" })
+        .map_err(|e| system("write the state of", e))?;
+    ctx.register(name, &dir, !start)?;
+    if start && ctx.wait {
+        ctx.start_and_wait(&reconcile::slot_name(name))?;
+    }
+    println!(
+        "profile {name} created at {} (port {port}); gateway {}",
+        dir.display(),
+        if start { "started" } else { "stopped" }
+    );
+    Ok(code::OK)
+}
+
+fn delete(ctx: &Context, name: &str, yes: bool) -> Result<i32, CtlError> {
+    if name == "default" {
+        return Err(CtlError::Negative("the default profile cannot be deleted".into()));
+    }
+    if !yes {
+        return Err(CtlError::usage(format!("deleting profile '{name}' removes its directory: add --yes")));
+    }
+    let dir = ctx.existing_profile(name)?;
+    let slot = reconcile::slot_name(name);
+    if ctx.client.loaded(&slot)? {
+        let unload =
+            Request::Unload { slot: slot.clone(), remove: true, timeout_ms: Some(ctx.client.wait.as_millis() as u64) };
+        ctx.client.expect(&unload).map_err(|e| CtlError::Negative(format!("cannot unload {slot}: {e}")))?;
+    } else {
+        let slot_dir = ctx.pass.scan_dir.join(&slot);
+        if slot_dir.is_dir() {
+            let _ = fs_err::remove_dir_all(&slot_dir);
+        }
+    }
+    fs_err::remove_dir_all(&dir).map_err(|e| CtlError::System(e.to_string()))?;
+    println!("profile {name} deleted");
+    Ok(code::OK)
+}
+
+/// `gateway start|stop|restart [-p NAME] [--all]` and `gateway register NAME`.
+pub fn gateway(ctx: &Context, words: &[String], flags: &Flags) -> Result<i32, CtlError> {
+    let Some((verb, rest)) = words.split_first() else {
+        return Err(CtlError::usage(
+            "usage: hermesctl gateway start|stop|restart [-p NAME] [--all] | gateway register NAME",
+        ));
+    };
+    if verb == "register" {
+        let [name] = rest else { return Err(CtlError::usage("usage: hermesctl gateway register NAME")) };
+        let dir = ctx.existing_profile(name)?;
+        if ctx.client.loaded(&reconcile::slot_name(name))? {
+            return Err(CtlError::Negative(format!("gateway '{name}' is already registered")));
+        }
+        let decision = reconcile::decide(state::read_state(&dir).as_ref().map_err(String::as_str));
+        ctx.register(name, &dir, !decision.start)?;
+        println!("gateway {name} registered ({})", if decision.start { "started" } else { "down" });
+        return Ok(code::OK);
+    }
+    if !matches!(verb.as_str(), "start" | "stop" | "restart") || !rest.is_empty() {
+        return Err(CtlError::usage(format!("unknown gateway command '{}'", words.join(" "))));
+    }
+    if flags.all && flags.profile.is_some() {
+        return Err(CtlError::usage("give -p NAME or --all, not both"));
+    }
+    if !flags.all {
+        let message = act(ctx, verb, flags.profile.as_deref().unwrap_or("default"))?;
+        println!("{message}");
+        return Ok(code::OK);
+    }
+    let (mut ok, mut failed) = (0, 0);
+    for found in ctx.pass.home.walk() {
+        let Found::Profile { name, .. } = found else { continue };
+        match act(ctx, verb, &name) {
+            Ok(message) => {
+                ok += 1;
+                println!("{message}");
+            }
+            Err(error) => {
+                failed += 1;
+                eprintln!("hermesctl: {error}");
+            }
+        }
+    }
+    println!("gateway {verb} --all: {ok} ok, {failed} failed");
+    Ok(if failed > 0 { code::NEGATIVE } else { code::OK })
+}
+
+fn act(ctx: &Context, verb: &str, name: &str) -> Result<String, CtlError> {
+    let dir = ctx.existing_profile(name)?;
+    let slot = reconcile::slot_name(name);
+    let desired = if verb == "stop" { "stopped" } else { "running" };
+    state::record_desired(&dir, desired).map_err(|e| {
+        CtlError::System(format!("cannot record desired_state in {}: {e}", dir.join(state::STATE_FILE).display()))
+    })?;
+    if !ctx.client.loaded(&slot)? {
+        if verb == "stop" {
+            return Ok(format!("gateway {name}: stopped (not registered)"));
+        }
+        ctx.register(name, &dir, false)?;
+        if ctx.wait {
+            ctx.start_and_wait(&slot)?;
+        }
+        return Ok(format!("gateway {name}: registered and started"));
+    }
+    let wait = if ctx.wait {
+        ctx.wait_for(if verb == "stop" { WaitFor::Down } else { WaitFor::Ready })
+    } else {
+        Wait::default()
+    };
+    let request = match verb {
+        "stop" => Request::Stop { slot, wait },
+        "restart" => Request::Restart { slot, wait },
+        _ => Request::Start { slot, wait },
+    };
+    ctx.client.expect(&request).map_err(|e| CtlError::Negative(format!("gateway {name}: {e}")))?;
+    Ok(format!("gateway {name}: {}", if verb == "stop" { "stopped" } else { "started" }))
+}

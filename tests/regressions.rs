@@ -1,0 +1,125 @@
+//! Regression tests named by their issue: each failed on the code before its fix.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::json;
+
+/// CPU time (user + system) a host pid has used so far.
+fn cpu_time(pid: i32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat.get(stat.rfind(')').map_or(0, |i| i + 2)..).unwrap_or("").split(' ').collect();
+    let ticks: u64 = fields.get(11..13).map_or(0, |f| f.iter().filter_map(|t| t.parse::<u64>().ok()).sum());
+    // SAFETY: sysconf has no preconditions.
+    let per_second = unsafe { nix::libc::sysconf(nix::libc::_SC_CLK_TCK) }.max(1) as u64;
+    Duration::from_millis(ticks * 1000 / per_second)
+}
+
+/// Issue 9, bug 1: the leader dies at the stop signal but a member of its group ignores it;
+/// the group must still get SIGKILL at `timeout-kill`, and the slot reach `down`.
+#[test]
+fn issue9_a_stop_kills_the_group_when_the_leader_died_first() {
+    if !namespaces_available() {
+        return;
+    }
+    let mut sv = Supervised::new();
+    sv.slot("split", "(trap '' TERM; exec sleep 7401) &\nexec sleep 7400", &[("timeout-kill", "1000")]);
+    sv.boot(true, &[("HERMES_INIT_READY_AFTER_MS", "50")]);
+    sv.wait_state("split", "up");
+    wait_for("both processes", LONG, || pids_with("sleep 740").len() == 2);
+    let stop = sv.ctl(&["stop", "split", "--wait", "--timeout", "5000"]);
+    assert_eq!(stop.code, 0, "{stop:?}");
+    assert_eq!(sv.status("split")["state"], "down");
+    assert_eq!(pids_with("sleep 7401"), Vec::<i32>::new(), "the TERM-ignoring member of the group");
+    let start = sv.ctl(&["start", "split", "--wait", "--timeout", "5000"]);
+    assert_eq!(start.code, 0, "a later start works: {start:?}");
+    sv.stop();
+}
+
+/// Issue 9, bug 2: the SIGKILL at the end of the container's grace time reaches the slots
+/// too, even when their own `timeout-kill` is longer; nothing is left behind.
+#[test]
+fn issue9_the_grace_time_sigkill_reaches_the_slots() {
+    let mut sv = Supervised::new();
+    sv.slot("stubborn", "trap '' TERM\nexec sleep 7501", &[("timeout-kill", "10000")]);
+    sv.slot("child", "trap '' TERM\nsleep 7502 &\nwait", &[("timeout-kill", "10000")]);
+    // As a subreaper (not in a namespace), so whatever survives is still visible after the exit.
+    sv.boot(false, &[("HERMES_INIT_KILL_GRACETIME_MS", "1000"), ("HERMES_INIT_READY_AFTER_MS", "50")]);
+    sv.wait_state("stubborn", "up");
+    sv.wait_state("child", "up");
+    wait_for("the services", LONG, || pids_with("sleep 750").len() == 2);
+    let sent = Instant::now();
+    let done = sv.stop();
+    let took = sent.elapsed();
+    assert_eq!(done.code, 0, "{done:?}");
+    assert!(!done.stderr.contains("survived SIGKILL"), "{}", done.stderr);
+    assert!(took < Duration::from_secs(10), "the grace time did not cap the slots' timeout-kill: {took:?}");
+    assert_eq!(pids_with("sleep 750"), Vec::<i32>::new(), "a slot process outlived the init");
+}
+
+/// Issue 9, bug 3: a signal given by number is accepted wherever a signal is.
+#[test]
+fn issue9_signals_by_number_are_accepted() {
+    if !namespaces_available() {
+        return;
+    }
+    let mut sv = Supervised::new();
+    let got = sv.scratch.path("got");
+    let run = format!(
+        "trap 'echo usr1 >> {got}' USR1\ntrap 'echo usr2 >> {got}' USR2\nwhile :; do sleep 7601 & wait $!; done",
+        got = got.display()
+    );
+    sv.slot("listener", &run, &[("down-signal", "15")]);
+    sv.boot(true, &[("HERMES_INIT_READY_AFTER_MS", "50")]);
+    sv.wait_state("listener", "up");
+    let by_number = sv.ctl(&["signal", "10", "listener"]);
+    assert_eq!(by_number.code, 0, "{by_number:?}");
+    wait_for("SIGUSR1", LONG, || sv.scratch.read("got") == "usr1\n");
+    for name in ["USR2", "SIGUSR2", "usr2"] {
+        let by_name = sv.ctl(&["signal", name, "listener"]);
+        assert_eq!(by_name.code, 0, "{name}: {by_name:?}");
+    }
+    wait_for("SIGUSR2 three times", LONG, || sv.scratch.read("got") == "usr1\nusr2\nusr2\nusr2\n");
+    for bad in ["0", "65", "-1", "NOPE", "SIG"] {
+        let refused = sv.ctl(&["signal", bad, "listener"]);
+        assert_ne!(refused.code, 0, "{bad} was accepted");
+        assert!(refused.stderr.contains("signal"), "{bad}: {}", refused.stderr);
+    }
+    let reply = sv.send(json!({"event": "slot.signal", "slot": "listener", "signal": "12"}));
+    assert_eq!(reply["success"], true, "a number in a string over the socket: {reply}");
+    sv.stop();
+}
+
+/// Issue 9, bug 4: a health client that half-closes in the middle of its request gets an
+/// answer at once, and costs PID 1 no CPU while it waits.
+#[test]
+fn issue9_a_half_closed_health_request_is_answered_and_costs_nothing() {
+    if !namespaces_available() {
+        return;
+    }
+    let mut sv = Supervised::new();
+    sv.boot(true, &[]);
+    let before = cpu_time(sv.reaper);
+    let mut stream = UnixStream::connect(sv.scratch.path("run/health.sock")).expect("connect");
+    stream.set_read_timeout(Some(LONG)).unwrap();
+    stream.write_all(b"GET /api/he").unwrap();
+    stream.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    let spent = cpu_time(sv.reaper).saturating_sub(before);
+    assert!(response.starts_with("HTTP/1.1 400 "), "an incomplete request that ended: {response:?}");
+    assert!(spent < Duration::from_millis(500), "PID 1 spun on the half-closed connection: {spent:?} of CPU");
+    // The control socket's half-closed clients are answered as before.
+    let mut control = UnixStream::connect(sv.socket()).unwrap();
+    control.set_read_timeout(Some(LONG)).unwrap();
+    control.write_all(b"{\"event\": \"slot.status\"}").unwrap();
+    control.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut reply = String::new();
+    let _ = control.read_to_string(&mut reply);
+    assert!(reply.is_empty() || reply.contains("\"success\""), "{reply:?}");
+    sv.stop();
+}
