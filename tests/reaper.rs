@@ -413,3 +413,28 @@ fn bad_configuration_is_refused_with_a_clear_message() {
     assert_eq!(help.code, 0);
     assert!(help.stdout.contains("EXIT CODES"), "{}", help.stdout);
 }
+
+#[test]
+fn the_init_lines_are_json_objects_with_structured_fields_under_log_format_json() {
+    let scratch = Scratch::new();
+    let service = scratch.path("service/web");
+    fs::create_dir_all(&service).unwrap();
+    fs::write(service.join("run"), "#!/bin/sh\nexit 3\n").unwrap();
+    make_executable(&service.join("run"));
+    let mut command = reaper_as_child(&["sh", "-c", "sleep 0.3"]);
+    command.env("HERMES_INIT_SCAN_DIR", scratch.path("service")).env("HERMES_INIT_LOG_FORMAT", "json");
+    let done = start(command).wait(LONG);
+    assert_eq!(done.code, 0, "{done:?}");
+    let lines: Vec<serde_json::Value> = done
+        .stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line: {l:?}: {e}")))
+        .collect();
+    assert!(lines.iter().all(|l| l["level"].is_string() && l["message"].is_string() && l["time"].is_string()));
+    assert!(
+        lines.iter().any(|l| l["slot"] == "web" && l["message"].as_str().is_some_and(|m| m.starts_with("started"))),
+        "{}",
+        done.stderr
+    );
+    assert!(lines.iter().any(|l| l["message"].as_str().is_some_and(|m| m.contains("shutdown complete"))));
+}

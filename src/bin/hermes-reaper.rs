@@ -16,12 +16,16 @@ fn main() -> ExitCode {
             0
         }
         Ok(Invocation::Run(config)) => {
-            hermes_init::logging::init(config.log_level);
+            let format = match config.output_format {
+                hermes_init::reaper::output::Format::Json => hermes_init::logging::LogFormat::Json,
+                _ => hermes_init::logging::LogFormat::Text,
+            };
+            hermes_init::logging::init(config.log_level, format);
             hermes_init::reaper::run(*config)
         }
         Err(e) => {
             eprintln!("{} error: {e}", hermes_init::logging::PREFIX);
-            100
+            hermes_init::core::exit::code::USAGE
         }
     };
     ExitCode::from(u8::try_from(code).unwrap_or(u8::MAX))
