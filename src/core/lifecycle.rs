@@ -142,7 +142,7 @@ impl Lifecycle {
         let Phase::Boot { pending, .. } = &mut self.phase else { return Vec::new() };
         let name = pending.pop_front().unwrap_or_default();
         tracing::error!("hook {name}: could not start: {error}");
-        self.after_hook(&name, ExitStatus::Code(126), now)
+        self.after_hook(&name, ExitStatus::Code(super::exit::code::CANNOT_EXECUTE), now)
     }
 
     /// The main command just spawned.

@@ -227,7 +227,8 @@ impl Runtime {
                         self.life.command_started(pid);
                     }
                     Err(e) => {
-                        let code = if e.kind() == io::ErrorKind::NotFound { 127 } else { 126 };
+                        let code =
+                            if e.kind() == io::ErrorKind::NotFound { code::NOT_FOUND } else { code::CANNOT_EXECUTE };
                         tracing::error!("cannot run the main command {}: {e}", self.command_line());
                         queue.extend(self.life.command_spawn_failed(code, now));
                     }
