@@ -16,8 +16,9 @@ use serde_json::{Value, json};
 use crate::core::exit::code;
 use crate::core::paths;
 use crate::core::reconcile::{self, Decision};
+use crate::sys::beneath::Dir;
 use crate::volume::slot_writer::{self, GatewaySlot};
-use crate::volume::{Found, Home, boot_log, state};
+use crate::volume::{Found, Home, boot_log, intent, state};
 
 pub const HELP: &str = "\
 hermes-cont-init: rebuild the gateway slots from the state saved on the volume
@@ -87,11 +88,11 @@ impl Pass {
         }
     }
 
-    /// The slot description of a profile.
-    pub fn gateway_slot(&self, name: &str, dir: &Path) -> GatewaySlot {
+    /// The slot description of a profile (at `path`, opened as `dir`).
+    pub fn gateway_slot(&self, name: &str, path: &Path, dir: &Dir) -> GatewaySlot {
         GatewaySlot {
             profile: name.to_string(),
-            profile_dir: dir.to_path_buf(),
+            profile_dir: path.to_path_buf(),
             home: self.home.root.clone(),
             port: crate::volume::read_port(dir),
             command: self.gateway_command.clone(),
@@ -208,10 +209,30 @@ fn probe_writable(dir: &Path) -> std::io::Result<()> {
     fs_err::remove_file(&probe)
 }
 
-fn reconcile_one(pass: &Pass, name: &str, dir: &Path) -> Outcome {
-    let state = state::read_state(dir);
-    let Decision { start, prior_state, desired, record_running, warning } =
-        reconcile::decide(state.as_ref().map_err(String::as_str));
+fn reconcile_one(pass: &Pass, name: &str, path: &Path) -> Outcome {
+    let profile = match pass.home.open_profile(name) {
+        Ok(profile) => profile,
+        Err(e) => {
+            eprintln!("hermes-cont-init: warning: profile {name}: skipped: {e}");
+            return Outcome {
+                profile: name.to_string(),
+                prior_state: None,
+                action: "skipped",
+                desired: None,
+                reason: Some(e.to_string()),
+            };
+        }
+    };
+    let state = state::read_state(&profile);
+    let intent = match intent::read(&profile) {
+        Ok(intent) => intent,
+        Err(reason) => {
+            eprintln!("hermes-cont-init: warning: profile {name}: intent ignored: {reason}");
+            None
+        }
+    };
+    let Decision { start, prior_state, desired, record_running, adopt, warning, .. } =
+        reconcile::decide(state.as_ref().map_err(String::as_str), intent);
     if let Some(warning) = &warning {
         eprintln!("hermes-cont-init: warning: profile {name}: down: {warning}");
     }
@@ -228,16 +249,22 @@ fn reconcile_one(pass: &Pass, name: &str, dir: &Path) -> Outcome {
         }
         return outcome;
     }
-    for removed in state::sweep_stale_files(dir) {
+    for removed in state::sweep_stale_files(&profile) {
         eprintln!("hermes-cont-init: profile {name}: removed stale {removed}");
     }
     if record_running {
-        match state::record_desired(dir, "running") {
+        match state::record_desired(&profile, "running") {
             Ok(()) => outcome.desired = Some("running".into()),
-            Err(e) => eprintln!("hermes-cont-init: warning: profile {name}: cannot record desired_state: {e}"),
+            Err(e) => eprintln!("hermes-cont-init: warning: profile {name}: cannot record the intent: {e}"),
+        }
+    } else if let Some(adopted) = adopt {
+        // Another tool said it in the state file, later: that is the intent from now on.
+        let at = crate::sys::files::utc_timestamp_ms();
+        if let Err(e) = intent::write(&profile, adopted.running, &at) {
+            eprintln!("hermes-cont-init: warning: profile {name}: cannot record the intent: {e}");
         }
     }
-    if let Err(e) = slot_writer::write_slot(&pass.scan_dir, &pass.gateway_slot(name, dir), !start) {
+    if let Err(e) = slot_writer::write_slot(&pass.scan_dir, &pass.gateway_slot(name, path, &profile), !start) {
         eprintln!("hermes-cont-init: warning: profile {name}: cannot write its slot: {e}");
         outcome.action = "skipped";
         outcome.reason = Some(format!("cannot write the slot: {e}"));

@@ -5,7 +5,7 @@
 //! Invariants: names are validated before any path is built from them; a profile is never
 //! deleted while a process of its gateway runs (the unload waits until the group is gone).
 
-use std::path::{Path, PathBuf};
+use std::io::Write;
 
 use sha2::{Digest, Sha256};
 
@@ -15,7 +15,8 @@ use crate::cont_init::Pass;
 use crate::core::exit::code;
 use crate::core::reconcile::{self, RESERVED_NAMES, valid_profile_name};
 use crate::proto::control::{Request, Wait, WaitFor};
-use crate::volume::{Found, PORT_FILE, slot_writer, state};
+use crate::sys::beneath::Dir;
+use crate::volume::{Found, PORT_FILE, SOUL_FILE, intent, owner_of, slot_writer, state};
 
 /// What the gateway commands need.
 pub struct Context {
@@ -34,24 +35,22 @@ impl Context {
         Ok(())
     }
 
-    /// The directory of an existing profile, or the standard "no such gateway" failure.
-    fn existing_profile(&self, name: &str) -> Result<PathBuf, CtlError> {
-        let dir = self.pass.home.profile_dir(name);
-        let exists =
-            if name == "default" { dir.is_dir() } else { valid_profile_name(name) && dir.join("SOUL.md").is_file() };
-        if exists {
-            Ok(dir)
-        } else {
-            Err(CtlError::Negative(format!(
-                "no such gateway '{name}': register it with hermesctl profile create {name}"
-            )))
+    /// An existing profile, opened beneath the home, or the standard "no such gateway" failure.
+    fn existing_profile(&self, name: &str) -> Result<Dir, CtlError> {
+        let missing = || {
+            CtlError::Negative(format!("no such gateway '{name}': register it with hermesctl profile create {name}"))
+        };
+        if !self.pass.home.is_profile(name) {
+            return Err(missing());
         }
+        self.pass.home.open_profile(name).map_err(|_| missing())
     }
 
     /// Writes the slot of an existing profile and loads it, down or not.
-    fn register(&self, name: &str, dir: &Path, down: bool) -> Result<(), CtlError> {
+    fn register(&self, name: &str, dir: &Dir, down: bool) -> Result<(), CtlError> {
         let slot = reconcile::slot_name(name);
-        slot_writer::write_slot(&self.pass.scan_dir, &self.pass.gateway_slot(name, dir), down).map_err(|e| {
+        let path = self.pass.home.profile_dir(name);
+        slot_writer::write_slot(&self.pass.scan_dir, &self.pass.gateway_slot(name, &path, dir), down).map_err(|e| {
             CtlError::System(format!("cannot write slot {slot} in {}: {e}", self.pass.scan_dir.display()))
         })?;
         self.load(&slot)
@@ -80,31 +79,37 @@ fn create(ctx: &Context, name: &str, start: bool) -> Result<i32, CtlError> {
     if RESERVED_NAMES.contains(&name) {
         return Err(CtlError::usage(format!("'{name}' is a reserved name ({})", RESERVED_NAMES.join(", "))));
     }
-    let dir = ctx.pass.home.profile_dir(name);
-    let system = |what: &str, e: std::io::Error| CtlError::System(format!("cannot {what} {}: {e}", dir.display()));
-    fs_err::create_dir_all(ctx.pass.home.root.join("profiles")).map_err(|e| system("create the parent of", e))?;
-    match fs_err::create_dir(&dir) {
-        Ok(()) => {}
+    let path = ctx.pass.home.profile_dir(name);
+    let system = |e: std::io::Error| CtlError::System(format!("cannot create profile {name}: {e}"));
+    // Everything is made beneath the home, without following links, and given to the
+    // owner of the directory it is made in: the volume's owner, not root.
+    let root = ctx.pass.home.open().map_err(system)?;
+    let profiles = root.create_dir("profiles", 0o755, owner_of(&root)).map_err(system)?;
+    let owner = owner_of(&profiles);
+    let dir = match profiles.create_new_dir(name, 0o755, owner) {
+        Ok(dir) => dir,
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            return Err(CtlError::Negative(format!("profile '{name}' already exists at {}", dir.display())));
+            return Err(CtlError::Negative(format!("profile '{name}' already exists at {}", path.display())));
         }
-        Err(e) => return Err(system("create", e)),
-    }
+        Err(e) => return Err(system(e)),
+    };
     let taken = ctx.pass.home.taken_ports();
     let digest: [u8; 32] = Sha256::digest(name.as_bytes()).into();
     let port = reconcile::allocate_port(reconcile::preferred_port(&digest), &taken)
         .ok_or_else(|| CtlError::Negative("no free gateway port left in 9200-9799".into()))?;
-    fs_err::write(dir.join(PORT_FILE), format!("{port}\n")).map_err(|e| system("write the port of", e))?;
-    fs_err::write(dir.join("SOUL.md"), format!("# {name}\n")).map_err(|e| system("write SOUL.md in", e))?;
-    state::record_desired(&dir, if start { "running" } else { "stopped" })
-        .map_err(|e| system("write the state of", e))?;
+    let write = |file: &str, text: String| -> std::io::Result<()> {
+        dir.create_new(file, 0o644, owner)?.write_all(text.as_bytes())
+    };
+    write(PORT_FILE, format!("{port}\n")).map_err(system)?;
+    write(SOUL_FILE, format!("# {name}\n")).map_err(system)?;
+    state::record_desired(&dir, if start { "running" } else { "stopped" }).map_err(system)?;
     ctx.register(name, &dir, !start)?;
     if start && ctx.wait {
         ctx.start_and_wait(&reconcile::slot_name(name))?;
     }
     println!(
         "profile {name} created at {} (port {port}); gateway {}",
-        dir.display(),
+        path.display(),
         if start { "started" } else { "stopped" }
     );
     Ok(code::OK)
@@ -117,7 +122,7 @@ fn delete(ctx: &Context, name: &str, yes: bool) -> Result<i32, CtlError> {
     if !yes {
         return Err(CtlError::usage(format!("deleting profile '{name}' removes its directory: add --yes")));
     }
-    let dir = ctx.existing_profile(name)?;
+    ctx.existing_profile(name)?;
     let slot = reconcile::slot_name(name);
     if ctx.client.loaded(&slot)? {
         let unload =
@@ -129,7 +134,14 @@ fn delete(ctx: &Context, name: &str, yes: bool) -> Result<i32, CtlError> {
             let _ = fs_err::remove_dir_all(&slot_dir);
         }
     }
-    fs_err::remove_dir_all(&dir).map_err(|e| CtlError::System(e.to_string()))?;
+    // Removed through descriptors beneath the home: `profiles` swapped for a link during
+    // the stop cannot redirect the removal.
+    ctx.pass
+        .home
+        .open()
+        .and_then(|root| root.open_dir("profiles"))
+        .and_then(|profiles| profiles.remove_dir_all(name))
+        .map_err(|e| CtlError::System(format!("cannot remove profile {name}: {e}")))?;
     println!("profile {name} deleted");
     Ok(code::OK)
 }
@@ -147,7 +159,8 @@ pub fn gateway(ctx: &Context, words: &[String], flags: &Flags) -> Result<i32, Ct
         if ctx.client.loaded(&reconcile::slot_name(name))? {
             return Err(CtlError::Negative(format!("gateway '{name}' is already registered")));
         }
-        let decision = reconcile::decide(state::read_state(&dir).as_ref().map_err(String::as_str));
+        let intent = intent::read(&dir).ok().flatten();
+        let decision = reconcile::decide(state::read_state(&dir).as_ref().map_err(String::as_str), intent);
         ctx.register(name, &dir, !decision.start)?;
         println!("gateway {name} registered ({})", if decision.start { "started" } else { "down" });
         return Ok(code::OK);
@@ -185,9 +198,8 @@ fn act(ctx: &Context, verb: &str, name: &str) -> Result<String, CtlError> {
     let dir = ctx.existing_profile(name)?;
     let slot = reconcile::slot_name(name);
     let desired = if verb == "stop" { "stopped" } else { "running" };
-    state::record_desired(&dir, desired).map_err(|e| {
-        CtlError::System(format!("cannot record desired_state in {}: {e}", dir.join(state::STATE_FILE).display()))
-    })?;
+    state::record_desired(&dir, desired)
+        .map_err(|e| CtlError::System(format!("cannot record the intent of gateway {name}: {e}")))?;
     if !ctx.client.loaded(&slot)? {
         if verb == "stop" {
             return Ok(format!("gateway {name}: stopped (not registered)"));

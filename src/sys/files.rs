@@ -1,24 +1,11 @@
-//! File-system calls the standard library lacks: opening without following a symlink or
-//! blocking on a FIFO, swapping two directories atomically, syncing a directory, and
-//! timestamps in the local zone.
+//! File-system calls the standard library lacks: swapping two directories atomically,
+//! syncing a directory, and timestamps.
 
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use nix::libc;
-
-/// Opens `path` for reading without following a final symlink (ELOOP) and without blocking
-/// on a FIFO or device.
-pub fn open_nofollow(path: &Path) -> io::Result<File> {
-    std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(path)
-}
-
-/// Whether an error came from `open_nofollow` meeting a symlink.
-pub fn is_symlink_error(error: &io::Error) -> bool {
-    error.raw_os_error() == Some(libc::ELOOP)
-}
 
 /// Swaps two existing paths in one step (`renameat2(RENAME_EXCHANGE)`).
 pub fn exchange(a: &Path, b: &Path) -> io::Result<()> {
@@ -36,15 +23,6 @@ pub fn exchange(a: &Path, b: &Path) -> io::Result<()> {
 /// Flushes a directory's entries (after a rename into it) to disk.
 pub fn fsync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
-}
-
-/// Gives an open file the owner `uid`:`gid` (when running as root; otherwise a no-op).
-pub fn copy_owner(file: &File, uid: u32, gid: u32) -> io::Result<()> {
-    // fchown(2) on the open descriptor: no path is resolved again after the write.
-    if nix::unistd::geteuid().is_root() {
-        std::os::unix::fs::fchown(file, Some(uid), Some(gid))?;
-    }
-    Ok(())
 }
 
 /// Broken-down time: (year, month, day, hour, minute, second, offset from UTC in seconds).
@@ -80,6 +58,14 @@ fn now_secs() -> i64 {
 pub fn utc_timestamp() -> String {
     let (y, mo, d, h, mi, s, _) = broken_down(now_secs(), false);
     format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
+}
+
+/// Now as ISO-8601 in UTC with milliseconds: `2026-11-22T21:14:05.123Z` (for intents,
+/// where the newer of two said in one second must win).
+pub fn utc_timestamp_ms() -> String {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let (y, mo, d, h, mi, s, _) = broken_down(now.as_secs() as i64, false);
+    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{:03}Z", now.subsec_millis())
 }
 
 /// Now in the local zone as `%Y-%m-%dT%H:%M:%S%z`: `2026-11-22T21:14:05+0000`.

@@ -1,6 +1,7 @@
 //! The thin shell around the operating system: the only module that touches `nix`, `libc`
 //! and `signal-hook`. Everything here is a small, direct wrapper; decisions live in `core`.
 
+pub mod beneath;
 pub mod files;
 pub mod kill;
 pub mod reap;

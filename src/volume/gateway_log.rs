@@ -6,7 +6,10 @@
 
 use std::fs::File;
 use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+
+use super::{Home, owner_of};
+use crate::sys::beneath::{Dir, Kind};
 
 /// Rotate `current` before it grows past this many bytes.
 pub const ROTATE_AT: u64 = 1_000_000;
@@ -16,76 +19,92 @@ pub const ARCHIVES: usize = 10;
 /// A gateway's own log directory with a rotated `current` file.
 #[derive(Debug)]
 pub struct RotatingLog {
-    dir: PathBuf,
-    file: Option<File>,
+    home: Home,
+    profile: String,
+    open: Option<(Dir, File)>,
     size: u64,
     failed: bool,
 }
 
 impl RotatingLog {
-    pub fn new(dir: PathBuf) -> RotatingLog {
-        RotatingLog { dir, file: None, size: 0, failed: false }
+    pub fn new(home: Home, profile: &str) -> RotatingLog {
+        RotatingLog { home, profile: profile.to_string(), open: None, size: 0, failed: false }
     }
 
-    /// Appends one line; a failure is logged once per log and otherwise ignored.
-    pub fn append(&mut self, line: &str) {
-        if let Err(e) = self.try_append(line) {
-            self.file = None;
+    /// `logs/gateways/<profile>`, for messages.
+    pub fn dir(&self) -> PathBuf {
+        self.home.root.join("logs/gateways").join(&self.profile)
+    }
+
+    /// Appends lines; a failure is logged once per failing stretch and otherwise ignored.
+    pub fn append(&mut self, lines: &str) {
+        if let Err(e) = self.try_append(lines) {
+            self.open = None;
             if !self.failed {
                 self.failed = true;
                 tracing::warn!(
                     "cannot write service log {}: {e} (reported once; the service keeps running)",
-                    self.dir.join("current").display()
+                    self.dir().join("current").display()
                 );
             }
         } else if self.failed {
             self.failed = false;
-            tracing::info!("service log {} writable again", self.dir.join("current").display());
+            tracing::info!("service log {} writable again", self.dir().join("current").display());
         }
     }
 
-    fn try_append(&mut self, line: &str) -> io::Result<()> {
-        if self.file.is_none() {
-            fs_err::create_dir_all(&self.dir)?;
-            let file = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("current"))?;
+    /// Opens (creating as needed, each given to the home's owner) the log directory and
+    /// `current`, beneath the home.
+    fn open(&self) -> io::Result<(Dir, File)> {
+        let root = self.home.open()?;
+        let owner = owner_of(&root);
+        let dir = root.create_dir("logs", 0o755, owner)?.create_dir("gateways", 0o755, owner)?.create_dir(
+            &self.profile,
+            0o755,
+            owner,
+        )?;
+        let file = dir.open_append("current", 0o644, owner)?;
+        Ok((dir, file))
+    }
+
+    fn try_append(&mut self, lines: &str) -> io::Result<()> {
+        if self.open.is_none() {
+            let (dir, file) = self.open()?;
             self.size = file.metadata()?.len();
-            self.file = Some(file);
+            self.open = Some((dir, file));
         }
-        if self.size + line.len() as u64 > ROTATE_AT && self.size > 0 {
+        if self.size + lines.len() as u64 > ROTATE_AT && self.size > 0 {
             self.rotate()?;
         }
-        let Some(file) = self.file.as_mut() else { return Ok(()) };
-        file.write_all(line.as_bytes())?;
-        self.size += line.len() as u64;
+        let Some((_, file)) = self.open.as_mut() else { return Ok(()) };
+        file.write_all(lines.as_bytes())?;
+        self.size += lines.len() as u64;
         Ok(())
     }
 
     /// `current` becomes `@<nanoseconds>.s`; archives beyond the newest ten are removed.
     fn rotate(&mut self) -> io::Result<()> {
-        self.file = None;
+        let Some((dir, _)) = self.open.take() else { return Ok(()) };
         let stamp =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-        fs_err::rename(self.dir.join("current"), self.dir.join(format!("@{stamp:020}.s")))?;
-        let mut archives: Vec<PathBuf> = fs_err::read_dir(&self.dir)?
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('@') && n.ends_with(".s")))
+        dir.rename("current", &format!("@{stamp:020}.s"))?;
+        let mut archives: Vec<String> = dir
+            .entries()?
+            .into_iter()
+            .filter(|(_, kind)| *kind != Kind::Dir)
+            .map(|(name, _)| name.to_string_lossy().into_owned())
+            .filter(|n| n.starts_with('@') && n.ends_with(".s"))
             .collect();
         archives.sort();
         let excess = archives.len().saturating_sub(ARCHIVES);
         for old in &archives[..excess] {
-            let _ = fs_err::remove_file(old);
+            let _ = dir.unlink(old);
         }
-        let file = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("current"))?;
+        let file = dir.open_append("current", 0o644, owner_of(&dir))?;
         self.size = 0;
-        self.file = Some(file);
+        self.open = Some((dir, file));
         Ok(())
     }
-}
-
-/// The log directory of a gateway profile.
-pub fn gateway_log_dir(home: &Path, profile: &str) -> PathBuf {
-    home.join("logs").join("gateways").join(profile)
 }
 
 #[cfg(test)]
@@ -95,12 +114,12 @@ mod tests {
     #[test]
     fn rotation_keeps_ten_archives() {
         let dir = tempfile::tempdir().unwrap();
-        let mut log = RotatingLog::new(dir.path().join("g"));
+        let mut log = RotatingLog::new(Home::new(dir.path()), "g");
         let line = format!("{}\n", "z".repeat(99_999));
         for _ in 0..150 {
             log.append(&line);
         }
-        let names: Vec<String> = std::fs::read_dir(dir.path().join("g"))
+        let names: Vec<String> = std::fs::read_dir(dir.path().join("logs/gateways/g"))
             .unwrap()
             .flatten()
             .map(|e| e.file_name().to_string_lossy().into_owned())
@@ -108,15 +127,15 @@ mod tests {
         assert_eq!(names.iter().filter(|n| n.starts_with('@')).count(), ARCHIVES, "{names:?}");
         assert!(names.contains(&"current".to_string()));
         for name in &names {
-            assert!(std::fs::metadata(dir.path().join("g").join(name)).unwrap().len() <= ROTATE_AT);
+            assert!(std::fs::metadata(dir.path().join("logs/gateways/g").join(name)).unwrap().len() <= ROTATE_AT);
         }
     }
 
     #[test]
     fn an_unwritable_log_dir_is_survived() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("blocker"), "").unwrap();
-        let mut log = RotatingLog::new(dir.path().join("blocker/sub"));
+        std::fs::write(dir.path().join("logs"), "").unwrap();
+        let mut log = RotatingLog::new(Home::new(dir.path()), "sub");
         log.append("a\n");
         log.append("b\n");
         assert!(log.failed);

@@ -4,17 +4,19 @@
 //! Invariants:
 //! - reading never blocks (FIFO), never follows a symlink, never reads more than 1 MiB, and
 //!   turns every problem into a reason naming the file;
-//! - writing keeps every field it does not set, goes through a uniquely named temporary
-//!   file in the same directory, fsync, rename and fsync of the directory, and keeps the
-//!   file's mode and owner; a corrupt file is kept aside (`.corrupt-<ts>`), never lost;
-//! - a temporary file left by a crash never blocks a later write, and the boot pass sweeps it.
+//! - writing keeps every field it does not set and replaces the file atomically
+//!   (`volume::atomic`); a corrupt file is kept aside (`.corrupt-<ts>`), never lost; a
+//!   temporary file left by a crash never blocks a later write, and the boot pass sweeps it;
+//! - the operator's intent lives in `intent.json` (`volume::intent`); `desired_state` here
+//!   is its mirror for other tools, and a permanent failure never overwrites it.
 
-use std::io::{self, Read, Write};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::Path;
+use std::io;
 
 use serde_json::{Map, Value, json};
 
+use super::atomic::{self, ReadError};
+use super::intent;
+use crate::sys::beneath::{Dir, Kind};
 use crate::sys::files;
 
 pub const STATE_FILE: &str = "gateway_state.json";
@@ -25,30 +27,22 @@ pub const STALE_FILES: [&str; 2] = ["gateway.pid", "processes.json"];
 pub const TEMP_PREFIX: &str = ".gateway_state.json.tmp-";
 
 /// Reads `gateway_state.json` of a profile: the JSON object, or why it cannot be used.
-pub fn read_state(profile_dir: &Path) -> Result<Map<String, Value>, String> {
-    let path = profile_dir.join(STATE_FILE);
+pub fn read_state(profile: &Dir) -> Result<Map<String, Value>, String> {
+    let path = profile.display(STATE_FILE);
     let name = path.display();
-    let mut file = match files::open_nofollow(&path) {
-        Ok(file) => file,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(format!("{name}: missing")),
-        Err(e) if files::is_symlink_error(&e) => return Err(format!("{name}: is a symlink (not followed)")),
-        Err(e) => return Err(format!("{name}: unreadable: {e}")),
+    let bytes = match atomic::read_bounded(profile, STATE_FILE, MAX_STATE_BYTES) {
+        Ok(bytes) => bytes,
+        Err(ReadError::Missing) => return Err(format!("{name}: missing")),
+        Err(ReadError::TooLarge(len)) => return Err(format!("{name}: larger than 1 MiB ({len} bytes)")),
+        Err(ReadError::Unusable(reason)) => {
+            return Err(match profile.kind(STATE_FILE) {
+                Ok(Some(Kind::Symlink)) => format!("{name}: is a symlink (not followed)"),
+                Ok(Some(Kind::Dir)) => format!("{name}: is a directory"),
+                Ok(Some(Kind::Other)) => format!("{name}: not a regular file"),
+                _ => reason,
+            });
+        }
     };
-    let meta = file.metadata().map_err(|e| format!("{name}: unreadable: {e}"))?;
-    if meta.is_dir() {
-        return Err(format!("{name}: is a directory"));
-    }
-    if !meta.is_file() {
-        return Err(format!("{name}: not a regular file"));
-    }
-    if meta.len() > MAX_STATE_BYTES {
-        return Err(format!("{name}: larger than 1 MiB ({} bytes)", meta.len()));
-    }
-    let mut bytes = Vec::new();
-    (&mut file).take(MAX_STATE_BYTES + 1).read_to_end(&mut bytes).map_err(|e| format!("{name}: unreadable: {e}"))?;
-    if bytes.len() as u64 > MAX_STATE_BYTES {
-        return Err(format!("{name}: larger than 1 MiB"));
-    }
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(format!("{name}: empty"));
     }
@@ -74,46 +68,38 @@ fn json_kind(value: &Value) -> &'static str {
 }
 
 /// Sets `fields` in the profile's state file, keeping every other field.
-pub fn update_state(profile_dir: &Path, fields: &[(&str, Value)]) -> io::Result<()> {
+pub fn update_state(profile: &Dir, fields: &[(&str, Value)]) -> io::Result<()> {
     // The gateway writes this file too. If it replaced the file while this write was being
     // prepared (and fsynced), start over from its version instead of overwriting it.
     const ATTEMPTS: usize = 20;
     for _ in 0..ATTEMPTS {
-        if write_state_once(profile_dir, fields)? {
+        if write_state_once(profile, fields)? {
             return Ok(());
         }
     }
     Err(io::Error::other(format!(
         "{} kept changing while it was being updated ({ATTEMPTS} attempts)",
-        profile_dir.join(STATE_FILE).display()
+        profile.display(STATE_FILE).display()
     )))
 }
 
-/// What identifies one version of a file: replaced by a rename or rewritten, it changes.
-fn version(path: &Path) -> Option<(u64, u64, i64, i64)> {
-    fs_err::symlink_metadata(path).ok().map(|m| (m.ino(), m.len(), m.mtime(), m.mtime_nsec()))
-}
-
 /// One attempt of `update_state`: Ok(false) when the file changed under it.
-fn write_state_once(profile_dir: &Path, fields: &[(&str, Value)]) -> io::Result<bool> {
-    let path = profile_dir.join(STATE_FILE);
-    let existing = fs_err::symlink_metadata(&path).ok();
+fn write_state_once(profile: &Dir, fields: &[(&str, Value)]) -> io::Result<bool> {
     // Taken before the read: a change after it, even during the read, is caught below.
-    let mut read_version = version(&path);
-    let mut object = match read_state(profile_dir) {
+    let mut read_version = atomic::version(profile, STATE_FILE);
+    let mut object = match read_state(profile) {
         Ok(object) => object,
         Err(reason) => {
-            if let Some(meta) = &existing {
-                if meta.is_dir() || (!meta.is_file() && !meta.file_type().is_symlink()) {
-                    return Err(io::Error::other(format!("refusing to replace {reason}")));
-                }
-                if meta.is_file() {
+            match profile.kind(STATE_FILE)? {
+                None | Some(Kind::Symlink) => {}
+                Some(Kind::File) => {
                     // Keep what was there: a corrupt file may still matter to someone.
-                    let aside = profile_dir.join(format!("{STATE_FILE}.corrupt-{}", files::utc_timestamp()));
-                    fs_err::rename(&path, &aside)?;
-                    tracing::warn!("{reason}; kept aside as {}", aside.display());
+                    let aside = format!("{STATE_FILE}.corrupt-{}", files::utc_timestamp());
+                    profile.rename(STATE_FILE, &aside)?;
+                    tracing::warn!("{reason}; kept aside as {}", profile.display(&aside).display());
                     read_version = None;
                 }
+                Some(Kind::Dir | Kind::Other) => return Err(io::Error::other(format!("refusing to replace {reason}"))),
             }
             Map::new()
         }
@@ -123,67 +109,50 @@ fn write_state_once(profile_dir: &Path, fields: &[(&str, Value)]) -> io::Result<
     }
     let mut text = serde_json::to_vec_pretty(&Value::Object(object)).map_err(io::Error::other)?;
     text.push(b'\n');
-    // A unique name: a temporary file left by a crash (PID 1 has the same pid at every
-    // boot) never blocks this write; the boot pass sweeps such leftovers.
-    let mut tmp = tempfile::Builder::new().prefix(TEMP_PREFIX).tempfile_in(profile_dir)?;
-    tmp.write_all(&text)?;
-    if let Some(meta) = existing.as_ref().filter(|m| m.is_file()) {
-        let file = tmp.as_file();
-        file.set_permissions(std::fs::Permissions::from_mode(meta.mode() & 0o7777))?;
-        files::copy_owner(file, meta.uid(), meta.gid())?;
-    }
-    tmp.as_file().sync_all()?;
-    if version(&path) != read_version {
-        // Dropping the temporary file removes it.
-        return Ok(false);
-    }
-    tmp.persist(&path).map_err(|e| e.error)?;
-    files::fsync_dir(profile_dir)?;
-    Ok(true)
+    atomic::replace(profile, STATE_FILE, TEMP_PREFIX, &text, 0o644, || {
+        atomic::version(profile, STATE_FILE) == read_version
+    })
 }
 
-/// Records what the operator wants: `desired_state` and `desired_state_at`.
-pub fn record_desired(profile_dir: &Path, desired: &str) -> io::Result<()> {
-    update_state(profile_dir, &[("desired_state", json!(desired)), ("desired_state_at", json!(files::utc_timestamp()))])
+/// Records what the operator wants: the intent file first (hermes-init's own), then its
+/// mirror `desired_state` and `desired_state_at` in the state file.
+pub fn record_desired(profile: &Dir, desired: &str) -> io::Result<()> {
+    let at = files::utc_timestamp_ms();
+    intent::write(profile, desired == "running", &at)?;
+    update_state(profile, &[("desired_state", json!(desired)), ("desired_state_at", json!(at))])
 }
 
-/// Records a permanent failure, so the gateway never comes back by itself.
-pub fn record_permanent_failure(profile_dir: &Path, reason: &str) -> io::Result<()> {
-    update_state(
-        profile_dir,
-        &[
-            ("desired_state", json!("stopped")),
-            ("desired_state_at", json!(files::utc_timestamp())),
-            ("gateway_state", json!("startup_failed")),
-            ("exit_reason", json!(reason)),
-        ],
-    )
+/// Records a permanent failure (`gateway_state: startup_failed` and `exit_reason`), leaving
+/// the operator's intent as it is: after a restart, a gateway that was wanted is tried again.
+pub fn record_permanent_failure(profile: &Dir, reason: &str) -> io::Result<()> {
+    update_state(profile, &[("gateway_state", json!("startup_failed")), ("exit_reason", json!(reason))])
 }
 
 /// Removes the stale runtime files of a profile and the temporary files of interrupted
-/// state writes; returns the names removed.
-pub fn sweep_stale_files(profile_dir: &Path) -> Vec<String> {
-    // unlink(2) never removes a directory, so no check is needed first.
-    let mut removed: Vec<String> = STALE_FILES
-        .into_iter()
-        .filter(|name| fs_err::remove_file(profile_dir.join(name)).is_ok())
-        .map(str::to_string)
-        .collect();
-    if let Ok(entries) = fs_err::read_dir(profile_dir) {
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let regular = entry.file_type().is_ok_and(|t| t.is_file());
-            if name.starts_with(TEMP_PREFIX) && regular && fs_err::remove_file(entry.path()).is_ok() {
+/// writes; returns the names removed. Links are removed as links.
+pub fn sweep_stale_files(profile: &Dir) -> Vec<String> {
+    let mut removed: Vec<String> =
+        STALE_FILES.into_iter().filter(|name| profile.unlink(name).is_ok()).map(str::to_string).collect();
+    if let Ok(entries) = profile.entries() {
+        for (raw, kind) in entries {
+            let name = raw.to_string_lossy().into_owned();
+            if name.starts_with(TEMP_PREFIX) && kind != Kind::Dir && profile.unlink(&name).is_ok() {
                 removed.push(name);
             }
         }
     }
+    removed.extend(intent::sweep(profile));
     removed
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn open(path: &std::path::Path) -> Dir {
+        Dir::open_root(path).unwrap()
+    }
 
     #[test]
     fn update_keeps_fields_mode_and_sets_new_ones() {
@@ -191,16 +160,17 @@ mod tests {
         let path = dir.path().join(STATE_FILE);
         std::fs::write(&path, r#"{"gateway_state": "running", "pid": 7, "nested": {"a": [1, 2]}}"#).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
-        record_desired(dir.path(), "stopped").unwrap();
-        let state = read_state(dir.path()).unwrap();
+        record_desired(&open(dir.path()), "stopped").unwrap();
+        let state = read_state(&open(dir.path())).unwrap();
         assert_eq!(state["desired_state"], "stopped");
         assert_eq!(state["gateway_state"], "running");
         assert_eq!(state["pid"], 7);
         assert_eq!(state["nested"], json!({"a": [1, 2]}));
         assert!(state["desired_state_at"].as_str().unwrap().ends_with('Z'));
         assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o640);
-        let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().map(|e| e.file_name()).collect();
-        assert_eq!(leftovers.len(), 1, "{leftovers:?}");
+        let mut leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().map(|e| e.file_name()).collect();
+        leftovers.sort();
+        assert_eq!(leftovers, [".hermes-init", STATE_FILE], "no temporary file is left");
     }
 
     /// A reader racing the writer sees the old or the new file, never a torn one.
@@ -216,7 +186,7 @@ mod tests {
             std::thread::spawn(move || {
                 let mut reads = 0;
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    let state = read_state(&dir).expect("a torn state file");
+                    let state = read_state(&open(&dir)).expect("a torn state file");
                     assert_eq!(state["pad"].as_str().map(str::len), Some(64 * 1024));
                     reads += 1;
                 }
@@ -224,7 +194,7 @@ mod tests {
             })
         };
         for i in 0..200 {
-            record_desired(dir.path(), if i % 2 == 0 { "running" } else { "stopped" }).unwrap();
+            record_desired(&open(dir.path()), if i % 2 == 0 { "running" } else { "stopped" }).unwrap();
         }
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         assert!(reader.join().unwrap() > 0);
@@ -234,8 +204,8 @@ mod tests {
     fn a_corrupt_file_is_kept_aside_when_rewritten() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(STATE_FILE), "{not json").unwrap();
-        record_desired(dir.path(), "running").unwrap();
-        assert_eq!(read_state(dir.path()).unwrap()["desired_state"], "running");
+        record_desired(&open(dir.path()), "running").unwrap();
+        assert_eq!(read_state(&open(dir.path())).unwrap()["desired_state"], "running");
         let aside: Vec<String> = std::fs::read_dir(dir.path())
             .unwrap()
             .flatten()
@@ -253,9 +223,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let stale = dir.path().join(format!("{TEMP_PREFIX}{}", std::process::id()));
         std::fs::write(&stale, "half").unwrap();
-        record_desired(dir.path(), "running").unwrap();
-        assert_eq!(read_state(dir.path()).unwrap()["desired_state"], "running");
-        assert_eq!(sweep_stale_files(dir.path()), vec![stale.file_name().unwrap().to_string_lossy().into_owned()]);
+        record_desired(&open(dir.path()), "running").unwrap();
+        assert_eq!(read_state(&open(dir.path())).unwrap()["desired_state"], "running");
+        assert_eq!(
+            sweep_stale_files(&open(dir.path())),
+            vec![stale.file_name().unwrap().to_string_lossy().into_owned()]
+        );
         assert!(!stale.exists());
     }
 
@@ -263,7 +236,7 @@ mod tests {
     fn a_directory_in_place_of_the_state_file_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join(STATE_FILE)).unwrap();
-        assert!(record_desired(dir.path(), "running").is_err());
+        assert!(record_desired(&open(dir.path()), "running").is_err());
         assert!(dir.path().join(STATE_FILE).is_dir());
     }
 }
