@@ -7,78 +7,12 @@ mod common;
 use std::collections::BTreeSet;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
+use common::container::*;
 use common::*;
 use serde_json::{Value, json};
-
-const CONT_INIT: &str = env!("CARGO_BIN_EXE_hermes-cont-init");
-
-fn fake_gateway() -> String {
-    format!("{}/scripts/fake-gateway", env!("CARGO_MANIFEST_DIR"))
-}
-
-struct HomeFixture {
-    scratch: Scratch,
-}
-
-impl HomeFixture {
-    fn new() -> HomeFixture {
-        let scratch = Scratch::new();
-        fs::create_dir_all(scratch.path("home/profiles")).unwrap();
-        fs::create_dir_all(scratch.path("scan")).unwrap();
-        HomeFixture { scratch }
-    }
-
-    fn home(&self) -> PathBuf {
-        self.scratch.path("home")
-    }
-
-    fn scan(&self) -> PathBuf {
-        self.scratch.path("scan")
-    }
-
-    fn profile_dir(&self, name: &str) -> PathBuf {
-        if name == "default" { self.home() } else { self.home().join("profiles").join(name) }
-    }
-
-    /// A named profile with SOUL.md and, if given, a state file body.
-    fn profile(&self, name: &str, state: Option<&str>) -> PathBuf {
-        let dir = self.profile_dir(name);
-        fs::create_dir_all(&dir).unwrap();
-        fs::write(dir.join("SOUL.md"), "soul\n").unwrap();
-        if let Some(state) = state {
-            fs::write(dir.join("gateway_state.json"), state).unwrap();
-        }
-        dir
-    }
-
-    fn cont_init(&self, args: &[&str]) -> Finished {
-        let mut command = Command::new(CONT_INIT);
-        command.arg("--home").arg(self.home()).arg("--scan-dir").arg(self.scan()).args(args);
-        command.env_remove("HERMES_INIT_GATEWAY_CMD");
-        start(command).wait(LONG)
-    }
-
-    fn slot(&self, profile: &str) -> PathBuf {
-        self.scan().join(format!("gateway-{profile}"))
-    }
-
-    fn is_down(&self, profile: &str) -> bool {
-        assert!(self.slot(profile).join("run").exists(), "slot of {profile} missing");
-        self.slot(profile).join("down").exists()
-    }
-
-    fn state(&self, profile: &str) -> Value {
-        serde_json::from_str(&fs::read_to_string(self.profile_dir(profile).join("gateway_state.json")).unwrap())
-            .unwrap()
-    }
-
-    fn boot_log(&self) -> String {
-        fs::read_to_string(self.home().join("logs/container-boot.log")).unwrap_or_default()
-    }
-}
 
 #[test]
 fn every_row_of_the_boot_decision_table() {
@@ -381,83 +315,6 @@ fn the_run_file_exports_the_profile_and_runs_the_configured_command() {
 
 /// A reaper booted over a profile home, with `hermes-cont-init` as its boot hook and a
 /// tmpfs scan dir (fresh at every boot, as /run is in a container).
-struct Container {
-    fx: HomeFixture,
-    sv: Supervised,
-}
-
-impl Container {
-    fn new() -> Container {
-        let fx = HomeFixture::new();
-        let sv = Supervised::new();
-        sv.scratch.script("cont-init.d/02-reconcile-profiles", &format!("exec {CONT_INIT}"));
-        Container { fx, sv }
-    }
-
-    fn env(&self) -> Vec<(String, String)> {
-        vec![
-            ("HERMES_HOME".into(), self.fx.home().display().to_string()),
-            ("HERMES_INIT_CONT_INIT_DIR".into(), self.sv.scratch.path("cont-init.d").display().to_string()),
-            ("HERMES_INIT_GATEWAY_CMD".into(), format!("exec {}", fake_gateway())),
-            ("HERMES_INIT_READY_AFTER_MS".into(), "50".into()),
-            ("HERMES_INIT_CRASH_LIMIT".into(), "2".into()),
-            ("HERMES_INIT_SCAN_DIR".into(), self.sv.scan_dir().display().to_string()),
-            ("HERMES_INIT_RUNTIME_DIR".into(), self.sv.scratch.path("run").display().to_string()),
-        ]
-    }
-
-    /// Boots over a fresh tmpfs scan dir, as PID 1 of a new PID and mount namespace.
-    fn boot(&mut self) {
-        let scan = self.sv.scan_dir();
-        let mut command = Command::new(UNSHARE[0]);
-        command.args(&UNSHARE[1..]).args([
-            "sh",
-            "-c",
-            "mount -t tmpfs tmpfs \"$1\" && exec \"$2\"",
-            "sh",
-            scan.to_str().unwrap(),
-            REAPER,
-        ]);
-        for (k, v) in self.env() {
-            command.env(k, v);
-        }
-        let running = start(command);
-        self.sv.reaper = running.reaper_pid(true);
-        self.sv.running = Some(running);
-        let socket = self.sv.socket();
-        wait_for("the control socket", LONG, || std::os::unix::net::UnixStream::connect(&socket).is_ok());
-        // The socket answers during the boot hooks; the slots load after them.
-        wait_for("the boot pass", LONG, || !self.sv.status("gateway-default").is_null());
-    }
-
-    /// hermesctl inside the container's namespaces, where the tmpfs scan dir is visible.
-    fn ctl(&self, args: &[&str]) -> Finished {
-        let mut command = Command::new("nsenter");
-        command.arg(format!("--target={}", self.sv.reaper)).args(["--user", "--mount", "--pid", "--"]);
-        command.arg(CTL).arg("--socket").arg(self.sv.socket()).args(args);
-        for (k, v) in self.env() {
-            command.env(k, v);
-        }
-        start(command).wait(LONG)
-    }
-
-    /// Gateways whose slot runs (starting or up), once every gateway slot has settled.
-    fn running_set(&self) -> BTreeSet<String> {
-        let mut set = BTreeSet::new();
-        wait_for("gateway slots to settle", LONG, || {
-            let reply = self.sv.send(json!({"event": "slot.status"}));
-            let slots = reply["data"]["slots"].as_array().cloned().unwrap_or_default();
-            set = slots
-                .iter()
-                .filter(|s| s["state"] == "up")
-                .filter_map(|s| s["slot"].as_str()?.strip_prefix("gateway-").map(str::to_string))
-                .collect();
-            slots.iter().all(|s| s["state"] == "up" || s["state"] == "down" || s["state"] == "failed")
-        });
-        set
-    }
-}
-
 #[test]
 fn profile_and_gateway_commands() {
     if !namespaces_available() {

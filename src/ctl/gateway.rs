@@ -198,10 +198,16 @@ fn act(ctx: &Context, verb: &str, name: &str) -> Result<String, CtlError> {
     let dir = ctx.existing_profile(name)?;
     let slot = reconcile::slot_name(name);
     let desired = if verb == "stop" { "stopped" } else { "running" };
-    state::record_desired(&dir, desired)
-        .map_err(|e| CtlError::System(format!("cannot record the intent of gateway {name}: {e}")))?;
+    let recorded = state::record_desired(&dir, desired)
+        .map_err(|e| CtlError::System(format!("cannot record the intent of gateway {name}: {e}")));
+    // A stop is carried out even when the intent cannot be recorded (a full or read-only
+    // volume must not keep a gateway running); the failure is still reported.
+    if verb != "stop" {
+        recorded.clone()?;
+    }
     if !ctx.client.loaded(&slot)? {
         if verb == "stop" {
+            recorded?;
             return Ok(format!("gateway {name}: stopped (not registered)"));
         }
         ctx.register(name, &dir, false)?;
@@ -221,5 +227,6 @@ fn act(ctx: &Context, verb: &str, name: &str) -> Result<String, CtlError> {
         _ => Request::Start { slot, wait },
     };
     ctx.client.expect(&request).map_err(|e| CtlError::Negative(format!("gateway {name}: {e}")))?;
+    recorded?;
     Ok(format!("gateway {name}: {}", if verb == "stop" { "stopped" } else { "started" }))
 }

@@ -3,6 +3,8 @@
 //! as a plain child, and wait on conditions with deadlines.
 #![allow(dead_code)]
 
+pub mod container;
+
 use std::fs;
 use std::io::Write;
 use std::os::unix::process::ExitStatusExt;
