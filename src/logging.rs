@@ -117,8 +117,16 @@ where
 
 /// Installs the stderr logger at `level`. Safe to call more than once (later calls are no-ops).
 pub fn init(level: Level, format: LogFormat) {
+    init_with(level, format, std::io::stderr);
+}
+
+/// The same, writing each line through `writer` (the reaper's non-blocking sink).
+pub fn init_with<W>(level: Level, format: LogFormat, writer: W)
+where
+    W: for<'a> tracing_subscriber::fmt::MakeWriter<'a> + Send + Sync + 'static,
+{
     let _ = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_max_level(level)
         .with_ansi(false)
         .event_format(Line(format))

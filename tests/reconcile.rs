@@ -450,7 +450,8 @@ fn docker_restart_brings_back_exactly_what_ran() {
         // A permanent failure is recorded, and never overwrites the intent: the gateway the
         // operator wanted is tried again at every boot, and fails again, visibly.
         c.sv.wait_state("gateway-crashy", "failed");
-        assert_eq!(c.fx.state("crashy")["gateway_state"], "startup_failed");
+        // (recorded by a short-lived writer, off the loop)
+        wait_for("the failure to be recorded", LONG, || c.fx.state("crashy")["gateway_state"] == "startup_failed");
         assert_eq!(c.fx.state("crashy")["desired_state"], "running");
         assert_eq!(c.running_set(), expected, "boot {cycle}: the running set");
         for name in &expected {

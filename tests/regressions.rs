@@ -123,3 +123,79 @@ fn issue9_a_half_closed_health_request_is_answered_and_costs_nothing() {
     assert!(reply.is_empty() || reply.contains("\"success\""), "{reply:?}");
     sv.stop();
 }
+
+/// Bytes waiting in a pipe (FIONREAD).
+fn queued(fd: &std::os::fd::OwnedFd) -> usize {
+    use std::os::fd::AsRawFd;
+    let mut n: nix::libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int.
+    unsafe { nix::libc::ioctl(fd.as_raw_fd(), nix::libc::FIONREAD, &mut n) };
+    n.max(0) as usize
+}
+
+/// Issue 10, part 2: with its stdout and stderr a pipe that nobody reads (a stalled log
+/// driver) and a slot printing as fast as it can, PID 1 still respawns a killed slot,
+/// answers the health API, and ends on SIGTERM within its grace time.
+#[test]
+fn issue10_a_stalled_log_reader_never_blocks_pid_1() {
+    if !namespaces_available() {
+        return;
+    }
+    let sv = Supervised::new();
+    sv.slot("flood", "exec yes 'a line of a service that floods its output'", &[]);
+    sv.slot("victim", "exec sleep 7701", &[]);
+    let (read, write) = nix::unistd::pipe().unwrap();
+    let mut command = reaper_in_namespace(&[]);
+    command
+        .env("HERMES_INIT_SCAN_DIR", sv.scan_dir())
+        .env("HERMES_INIT_RUNTIME_DIR", sv.scratch.path("run"))
+        .env("HERMES_INIT_READY_AFTER_MS", "50")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::from(write.try_clone().unwrap()))
+        .stderr(std::process::Stdio::from(write));
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut guard = KillOnDrop(command.spawn().unwrap());
+    let child = &mut guard.0;
+    let mut reaper = 0;
+    wait_for("unshare to fork the reaper", LONG, || {
+        reaper = children(child.id() as i32).first().copied().unwrap_or(0);
+        reaper != 0
+    });
+    wait_for("the control socket", LONG, || UnixStream::connect(sv.socket()).is_ok());
+    // The pipe fills up and stays full: nobody reads it from here on.
+    wait_for("the log pipe to be full", LONG, || queued(&read) >= 60_000);
+    let victim = sv.wait_state("victim", "up")["pid"].as_i64().unwrap();
+    let host_pid = pids_with("sleep 7701");
+    assert_eq!(host_pid.len(), 1);
+    send_signal(host_pid[0], nix::sys::signal::Signal::SIGKILL);
+    wait_for("the respawn", LONG, || {
+        let status = sv.status("victim");
+        status["state"] == "up" && status["pid"].as_i64().is_some_and(|p| p != victim)
+    });
+    let mut health = UnixStream::connect(sv.scratch.path("run/health.sock")).unwrap();
+    health.set_read_timeout(Some(LONG)).unwrap();
+    health.write_all(b"GET /api/health HTTP/1.1\r\n\r\n").unwrap();
+    let mut response = String::new();
+    let _ = health.read_to_string(&mut response);
+    assert!(response.starts_with("HTTP/1.1 200"), "{response:?}");
+    let sent = Instant::now();
+    send_signal(reaper, nix::sys::signal::Signal::SIGTERM);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "{status:?}");
+            break;
+        }
+        assert!(sent.elapsed() < LONG, "the container could not be stopped");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // The grace time is 3 s; with a margin for a loaded machine, it ended well inside it
+    // (a blocked PID 1 never ends at all).
+    assert!(sent.elapsed() < Duration::from_secs(6), "{:?}", sent.elapsed());
+    assert!(queued(&read) >= 60_000, "the pipe was never read");
+}

@@ -20,7 +20,8 @@ fn main() -> ExitCode {
                 hermes_init::reaper::output::Format::Json => hermes_init::logging::LogFormat::Json,
                 _ => hermes_init::logging::LogFormat::Text,
             };
-            hermes_init::logging::init(config.log_level, format);
+            hermes_init::reaper::sink::install();
+            hermes_init::logging::init_with(config.log_level, format, hermes_init::reaper::sink::StderrLine::default);
             hermes_init::reaper::run(*config)
         }
         Err(e) => {

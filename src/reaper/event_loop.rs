@@ -12,7 +12,7 @@
 use std::collections::VecDeque;
 use std::io;
 use std::process::Command;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::core::exit::code;
 use crate::core::hooks::HookFailurePolicy;
@@ -132,6 +132,8 @@ impl Runtime {
             self.supervisor.publish();
             if let Some(code) = self.life.finished(reaped.children_left, Instant::now()) {
                 tracing::info!("shutdown complete, exit code {code}");
+                // The last lines, if the log reader takes them soon; never a wait beyond that.
+                crate::reaper::sink::drain(Duration::from_millis(500));
                 return code;
             }
             self.wait_for_events(signals);
@@ -160,6 +162,8 @@ impl Runtime {
         fds.extend(health_fds.iter().map(|(_, fd, interest)| (*fd, *interest)));
         fds.extend(notify.iter().map(|(_, fd)| (*fd, Interest::READ)));
         fds.extend(output.iter().map(|(_, _, fd)| (*fd, Interest::READ)));
+        // The init's own stdout and stderr, while lines wait for a slow log reader.
+        fds.extend(crate::reaper::sink::waiting().into_iter().map(|fd| (fd, Interest { read: false, write: true })));
         let ready = match sys::wait_ready(&fds, timeout) {
             Ok(ready) => ready,
             Err(e) => {
@@ -186,6 +190,7 @@ impl Runtime {
         drop(notify);
         drop(control_fds);
         drop(health_fds);
+        crate::reaper::sink::flush();
         let now = Instant::now();
         for name in ready_notify {
             self.supervisor.on_notify_readable(&name, now);

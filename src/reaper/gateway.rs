@@ -9,10 +9,12 @@
 
 use std::path::Path;
 
+use crate::core::Pid;
 use crate::core::reconcile::valid_profile_name;
+use crate::sys::spawn::fork_task;
 use crate::proto::status::GatewayFields;
 use crate::volume::gateway_log::RotatingLog;
-use crate::volume::{Home, slot_writer, state};
+use crate::volume::{Home, owner_of, slot_writer, state};
 
 /// What the supervisor keeps for a gateway slot.
 #[derive(Debug)]
@@ -42,11 +44,36 @@ impl Gateway {
     }
 
     /// Records a permanent failure in the profile's state file.
-    pub fn record_permanent_failure(&self, slot: &str, reason: &str) {
+    ///
+    /// The write (with its fsyncs and retries) runs in a short-lived child, as the owner of
+    /// the profile directory: a slow volume never holds up the loop, and the file stays the
+    /// owner's. Returns the child's pid, which the loop reaps.
+    pub fn record_permanent_failure(&self, slot: &str, reason: &str) -> Option<Pid> {
         let path = self.home.profile_dir(&self.profile).join(state::STATE_FILE);
-        match self.home.open_profile(&self.profile).and_then(|dir| state::record_permanent_failure(&dir, reason)) {
-            Ok(()) => tracing::info!(slot, "recorded startup_failed in {}", path.display()),
-            Err(e) => tracing::error!(slot, "cannot record the failure in {}: {e}", path.display()),
+        let owner = self.home.open_profile(&self.profile).ok().and_then(|dir| owner_of(&dir));
+        let (home, profile, slot_name, reason) =
+            (self.home.clone(), self.profile.clone(), slot.to_string(), reason.to_string());
+        let task = move || {
+            let result = home.open_profile(&profile).and_then(|dir| state::record_permanent_failure(&dir, &reason));
+            let code = match result {
+                Ok(()) => {
+                    tracing::info!(slot = %slot_name, "recorded startup_failed in {}", path.display());
+                    0
+                }
+                Err(e) => {
+                    tracing::error!(slot = %slot_name, "cannot record the failure in {}: {e}", path.display());
+                    1
+                }
+            };
+            crate::reaper::sink::drain(std::time::Duration::from_millis(200));
+            code
+        };
+        match fork_task(owner.map(|o| (o.uid, o.gid)), task) {
+            Ok(pid) => Some(pid),
+            Err(e) => {
+                tracing::error!(slot, "cannot start the writer of {}: {e}", self.home.profile_dir(&self.profile).display());
+                None
+            }
         }
     }
 

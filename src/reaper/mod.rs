@@ -13,6 +13,7 @@ pub mod gateway;
 pub mod health;
 pub mod hooks;
 pub mod output;
+pub mod sink;
 pub mod slotdir;
 pub mod supervisor;
 

@@ -8,7 +8,7 @@
 //! error of the init.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -389,9 +389,7 @@ impl Supervisor {
             entry.output.remove(index);
         }
         if !out.is_empty() {
-            let mut stdout = io::stdout().lock();
-            let _ = stdout.write_all(out.as_bytes());
-            let _ = stdout.flush();
+            crate::reaper::sink::write_lines(crate::reaper::sink::Stream::Stdout, out.as_bytes());
         }
         if let Some(gateway) = entry.gateway.as_mut().filter(|_| !file_lines.is_empty()) {
             gateway.log_lines(&file_lines);
@@ -478,7 +476,7 @@ impl Supervisor {
                     tracing::error!(slot = %name, "failed, not restarting: {reason}");
                     // A gateway slot records it in its profile.
                     if let Some(gateway) = &entry.gateway {
-                        gateway.record_permanent_failure(name, &reason);
+                        let _ = gateway.record_permanent_failure(name, &reason);
                     }
                 }
                 SlotAction::Forget => {

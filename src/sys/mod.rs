@@ -10,7 +10,7 @@ pub mod spawn;
 pub mod user;
 
 use std::io;
-use std::os::fd::BorrowedFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::time::Duration;
 
 use nix::errno::Errno;
@@ -134,4 +134,75 @@ pub fn terminal_width() -> Option<usize> {
     // non-terminal just fails with ENOTTY.
     let rc = unsafe { nix::libc::ioctl(1, nix::libc::TIOCGWINSZ, &mut size) };
     (rc == 0 && size.ws_col > 0).then_some(size.ws_col as usize)
+}
+
+/// How the init writes to one of its own standard descriptors without ever blocking.
+#[derive(Debug)]
+pub enum OutputFd {
+    /// A descriptor of our own, opened anew on the same pipe or terminal and made
+    /// non-blocking (the inherited one is shared with CMD, which must keep blocking writes).
+    Reopened(std::os::fd::OwnedFd),
+    /// A socket: every write is `send(MSG_DONTWAIT)`.
+    Socket(i32),
+    /// A regular file or `/dev/null`: writes do not wait for a reader.
+    Plain(i32),
+}
+
+impl OutputFd {
+    /// The non-blocking way to write to standard descriptor `fd` (1 or 2).
+    pub fn for_stdio(fd: i32) -> OutputFd {
+        use nix::sys::stat::{SFlag, fstat};
+        // SAFETY: fd 1 and 2 stay open for the life of the process.
+        let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+        let kind = fstat(borrowed).map(|s| SFlag::from_bits_truncate(s.st_mode & SFlag::S_IFMT.bits()));
+        match kind {
+            Ok(SFlag::S_IFSOCK) => OutputFd::Socket(fd),
+            Ok(SFlag::S_IFIFO | SFlag::S_IFCHR) => {
+                let path = format!("/proc/self/fd/{fd}");
+                let flags =
+                    nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_CLOEXEC;
+                match nix::fcntl::open(path.as_str(), flags, nix::sys::stat::Mode::empty()) {
+                    Ok(own) => OutputFd::Reopened(own),
+                    // No /proc: write to the shared descriptor, never more than the pipe
+                    // takes at once (see `write`).
+                    Err(_) => OutputFd::Plain(fd),
+                }
+            }
+            _ => OutputFd::Plain(fd),
+        }
+    }
+
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        let raw = match self {
+            OutputFd::Reopened(own) => return own.as_fd(),
+            OutputFd::Socket(fd) | OutputFd::Plain(fd) => *fd,
+        };
+        // SAFETY: 1 and 2 stay open for the life of the process.
+        unsafe { BorrowedFd::borrow_raw(raw) }
+    }
+
+    /// Writes what the descriptor takes now; `Ok(0)` when it takes nothing (full).
+    pub fn write(&self, bytes: &[u8]) -> io::Result<usize> {
+        let result = match self {
+            OutputFd::Reopened(own) => nix::unistd::write(own, bytes),
+            OutputFd::Socket(fd) => nix::sys::socket::send(*fd, bytes, nix::sys::socket::MsgFlags::MSG_DONTWAIT),
+            OutputFd::Plain(fd) => {
+                // SAFETY: see `fd`.
+                let borrowed = unsafe { BorrowedFd::borrow_raw(*fd) };
+                // A pipe that poll(2) says is writable takes a write of up to PIPE_BUF
+                // bytes at once without blocking.
+                let ready = wait_ready(&[(borrowed, Interest { read: false, write: true })], Some(Duration::ZERO))
+                    .is_ok_and(|r| r.first().is_some_and(|(_, w)| *w));
+                if !ready {
+                    return Ok(0);
+                }
+                nix::unistd::write(borrowed, &bytes[..bytes.len().min(nix::libc::PIPE_BUF)])
+            }
+        };
+        match result {
+            Ok(n) => Ok(n),
+            Err(Errno::EAGAIN | Errno::EINTR) => Ok(0),
+            Err(e) => Err(e.into()),
+        }
+    }
 }

@@ -107,3 +107,54 @@ unsafe fn mark_inherited_fds_cloexec() {
         }
     }
 }
+
+/// Runs `task` in a forked child of this (single-threaded) process, as `user` (uid, gid)
+/// when given and running as root, and returns the child's pid at once: blocking work
+/// (an fsync on a slow volume) then never holds up the caller, which reaps the child like
+/// any other. The child starts with every signal at its default action (a signal meant for
+/// it never runs the parent's handlers) and exits with `task`'s code.
+pub fn fork_task(user: Option<(u32, u32)>, task: impl FnOnce() -> i32) -> io::Result<Pid> {
+    // Signals stay blocked across the fork until the child has reset its dispositions.
+    let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
+    let mut previous: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: plain signal-mask calls on local sets.
+    unsafe {
+        libc::sigfillset(&mut all);
+        libc::sigprocmask(libc::SIG_SETMASK, &all, &mut previous);
+    }
+    // SAFETY: the init is single-threaded, so the child may run ordinary code.
+    let forked = unsafe { nix::unistd::fork() };
+    match forked {
+        Ok(nix::unistd::ForkResult::Child) => {
+            // SAFETY: in the child, before anything else runs.
+            unsafe {
+                reset_all_dispositions();
+                let mut empty: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut empty);
+                libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+            }
+            let code = match user {
+                Some((uid, gid)) if nix::unistd::geteuid().is_root() && uid != 0 => {
+                    let gid = nix::unistd::Gid::from_raw(gid);
+                    let dropped = nix::unistd::setgroups(&[gid])
+                        .and_then(|()| nix::unistd::setgid(gid))
+                        .and_then(|()| nix::unistd::setuid(nix::unistd::Uid::from_raw(uid)));
+                    if dropped.is_ok() { task() } else { 111 }
+                }
+                _ => task(),
+            };
+            // SAFETY: ends the child without running the parent's exit handlers.
+            unsafe { libc::_exit(code) }
+        }
+        Ok(nix::unistd::ForkResult::Parent { child }) => {
+            // SAFETY: restores the mask saved above.
+            unsafe { libc::sigprocmask(libc::SIG_SETMASK, &previous, std::ptr::null_mut()) };
+            Ok(Pid(child.as_raw()))
+        }
+        Err(e) => {
+            // SAFETY: restores the mask saved above.
+            unsafe { libc::sigprocmask(libc::SIG_SETMASK, &previous, std::ptr::null_mut()) };
+            Err(e.into())
+        }
+    }
+}
