@@ -511,3 +511,26 @@ fn issue9_a_stale_temp_file_does_not_block_state_writes() {
     assert!(!c.fx.home().join(".gateway_state.json.tmp-1").exists(), "in the default profile too");
     c.sv.stop();
 }
+
+/// The saved states in the status follow the gateway's own writes of its state file,
+/// through the watch on the profile directory (not a read per request).
+#[test]
+fn the_status_follows_the_state_file_through_the_watch() {
+    if !namespaces_available() {
+        return;
+    }
+    let mut c = Container::new();
+    let dir = c.fx.profile("watched", Some(r#"{"desired_state": "running"}"#));
+    c.boot();
+    wait_for("the gateway's own state in the status", LONG, || {
+        c.sv.status("gateway-watched")["gateway_state"] == "running"
+    });
+    // The gateway reports itself degraded, replacing its file as it always does.
+    let state = c.fx.state("watched");
+    let mut changed = state.clone();
+    changed["gateway_state"] = json!("degraded");
+    fs::write(dir.join("gateway_state.json.new"), changed.to_string()).unwrap();
+    fs::rename(dir.join("gateway_state.json.new"), dir.join("gateway_state.json")).unwrap();
+    wait_for("the status to follow", LONG, || c.sv.status("gateway-watched")["gateway_state"] == "degraded");
+    c.sv.stop();
+}

@@ -157,11 +157,13 @@ impl Runtime {
         let health_fds = self.health.as_ref().map(|h| h.poll_fds()).unwrap_or_default();
         let notify = self.supervisor.notify_fds();
         let output = self.supervisor.output_fds();
+        let watch = self.supervisor.watch_fd();
         let mut fds = vec![(signals.fd(), Interest::READ)];
         fds.extend(control_fds.iter().map(|(_, fd, interest)| (*fd, *interest)));
         fds.extend(health_fds.iter().map(|(_, fd, interest)| (*fd, *interest)));
         fds.extend(notify.iter().map(|(_, fd)| (*fd, Interest::READ)));
         fds.extend(output.iter().map(|(_, _, fd)| (*fd, Interest::READ)));
+        fds.extend(watch.map(|fd| (fd, Interest::READ)));
         // The init's own stdout and stderr, while lines wait for a slow log reader.
         fds.extend(crate::reaper::sink::waiting().into_iter().map(|fd| (fd, Interest { read: false, write: true })));
         let ready = match sys::wait_ready(&fds, timeout) {
@@ -186,11 +188,15 @@ impl Runtime {
             .filter(|(_, (r, _))| *r)
             .map(|((name, id, _), _)| (name.clone(), *id))
             .collect();
+        let watch_ready = watch.is_some() && ready.next().is_some_and(|(r, _)| r);
         drop(output);
         drop(notify);
         drop(control_fds);
         drop(health_fds);
         crate::reaper::sink::flush();
+        if watch_ready {
+            self.supervisor.on_watch_readable();
+        }
         let now = Instant::now();
         for name in ready_notify {
             self.supervisor.on_notify_readable(&name, now);

@@ -11,8 +11,8 @@ use std::path::Path;
 
 use crate::core::Pid;
 use crate::core::reconcile::valid_profile_name;
-use crate::sys::spawn::fork_task;
 use crate::proto::status::GatewayFields;
+use crate::sys::spawn::fork_task;
 use crate::volume::gateway_log::RotatingLog;
 use crate::volume::{Home, owner_of, slot_writer, state};
 
@@ -22,6 +22,9 @@ pub struct Gateway {
     profile: String,
     home: Home,
     log: RotatingLog,
+    /// The states saved in the profile, as last read: refreshed when the watch on the
+    /// profile directory reports a change, never per status request.
+    fields: GatewayFields,
 }
 
 impl Gateway {
@@ -35,7 +38,29 @@ impl Gateway {
         }
         slot_writer::slot_profile_dir(slot_dir)?;
         let home = Home::new(home);
-        Some(Gateway { profile: profile.to_string(), log: RotatingLog::new(home.clone(), profile), home })
+        let mut gateway = Gateway {
+            profile: profile.to_string(),
+            log: RotatingLog::new(home.clone(), profile),
+            home,
+            fields: GatewayFields {
+                profile: profile.to_string(),
+                desired_state: None,
+                gateway_state: None,
+                exit_reason: None,
+            },
+        };
+        gateway.refresh();
+        Some(gateway)
+    }
+
+    /// The directory to watch for changes of the state file.
+    pub fn profile_dir(&self) -> std::path::PathBuf {
+        self.home.profile_dir(&self.profile)
+    }
+
+    /// Whether a change to this entry of the profile directory concerns the status.
+    pub fn concerns(name: Option<&std::ffi::OsStr>) -> bool {
+        name.is_none_or(|n| n == state::STATE_FILE)
     }
 
     /// Appends service lines to the gateway's log on the volume.
@@ -71,14 +96,23 @@ impl Gateway {
         match fork_task(owner.map(|o| (o.uid, o.gid)), task) {
             Ok(pid) => Some(pid),
             Err(e) => {
-                tracing::error!(slot, "cannot start the writer of {}: {e}", self.home.profile_dir(&self.profile).display());
+                tracing::error!(
+                    slot,
+                    "cannot start the writer of {}: {e}",
+                    self.home.profile_dir(&self.profile).display()
+                );
                 None
             }
         }
     }
 
-    /// The profile and the states saved in it, for the status.
+    /// The profile and the states saved in it, as last read.
     pub fn fields(&self) -> GatewayFields {
+        self.fields.clone()
+    }
+
+    /// Reads the state file again (after the watch reported a change).
+    pub fn refresh(&mut self) {
         let saved = self
             .home
             .open_profile(&self.profile)
@@ -86,11 +120,11 @@ impl Gateway {
             .and_then(|dir| state::read_state(&dir))
             .unwrap_or_default();
         let text = |key: &str| saved.get(key).and_then(|v| v.as_str()).map(str::to_string);
-        GatewayFields {
+        self.fields = GatewayFields {
             profile: self.profile.clone(),
             desired_state: text("desired_state"),
             gateway_state: text("gateway_state"),
             exit_reason: text("exit_reason"),
-        }
+        };
     }
 }

@@ -84,7 +84,12 @@ fn with_sinks<T>(f: impl FnOnce(&mut [Sink; 2]) -> T) -> Option<T> {
 
 /// Installs the non-blocking sinks for fd 1 and 2 (once, in the reaper).
 pub fn install() {
-    let make = |fd| Sink { out: Box::leak(Box::new(OutputFd::for_stdio(fd))), queue: VecDeque::new(), dropped: 0, broken: false };
+    let make = |fd| Sink {
+        out: Box::leak(Box::new(OutputFd::for_stdio(fd))),
+        queue: VecDeque::new(),
+        dropped: 0,
+        broken: false,
+    };
     let mut guard = SINKS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     if guard.is_none() {
         *guard = Some([make(1), make(2)]);

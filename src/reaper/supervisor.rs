@@ -109,6 +109,9 @@ pub struct Supervisor {
     dirty: BTreeSet<String>,
     shutting_down: bool,
     clock: Clock,
+    /// Watches the profile directories of gateway slots (`None`: no inotify here; the
+    /// saved states are then read when a slot changes).
+    watcher: Option<crate::sys::watch::Watcher>,
 }
 
 impl Supervisor {
@@ -124,6 +127,13 @@ impl Supervisor {
             dirty: BTreeSet::new(),
             shutting_down: false,
             clock: Clock::now(),
+            watcher: match crate::sys::watch::Watcher::new() {
+                Ok(watcher) => Some(watcher),
+                Err(e) => {
+                    tracing::warn!("no inotify ({e}): gateway states are read when their slots change");
+                    None
+                }
+            },
         }
     }
 
@@ -173,6 +183,11 @@ impl Supervisor {
             notify: None,
             remove_dir_when_gone: false,
         };
+        if let (Some(gateway), Some(watcher)) = (&entry.gateway, self.watcher.as_mut())
+            && let Err(e) = watcher.watch_dir(&name, &gateway.profile_dir())
+        {
+            tracing::warn!(slot = %name, "cannot watch {}: {e}", gateway.profile_dir().display());
+        }
         self.slots.insert(name.clone(), entry);
         tracing::info!(slot = %name, "loaded{}", if read.down { " (down file: not started)" } else { "" });
         self.dirty.insert(name.clone());
@@ -328,6 +343,24 @@ impl Supervisor {
         self.slots.values().filter_map(|e| e.slot.deadline()).min()
     }
 
+    /// The watch descriptor to poll, if any.
+    pub fn watch_fd(&self) -> Option<BorrowedFd<'_>> {
+        self.watcher.as_ref().map(|w| w.fd())
+    }
+
+    /// The watch reported changes: the gateways whose state file changed read it again.
+    pub fn on_watch_readable(&mut self) {
+        let Some(watcher) = self.watcher.as_mut() else { return };
+        for (slot, name) in watcher.events() {
+            if !Gateway::concerns(name.as_deref()) {
+                continue;
+            }
+            if let Some(gateway) = self.slots.get_mut(&slot).and_then(|e| e.gateway.as_mut()) {
+                gateway.refresh();
+            }
+        }
+    }
+
     /// The readiness pipes to poll, with their slot names.
     pub fn notify_fds(&self) -> Vec<(String, BorrowedFd<'_>)> {
         self.slots.iter().filter_map(|(n, e)| e.notify.as_ref().map(|fd| (n.clone(), fd.as_fd()))).collect()
@@ -442,7 +475,11 @@ impl Supervisor {
     /// Feeds one event to a slot and carries out its actions, feeding the shell's answers
     /// (spawned, spawn failed, finish started) back until nothing is left to do.
     fn act(&mut self, name: &str, event: Event, now: Instant) {
+        let watched = self.watcher.is_some();
         let Some(entry) = self.slots.get_mut(name) else { return };
+        if !watched && let Some(gateway) = entry.gateway.as_mut() {
+            gateway.refresh();
+        }
         let mut queue: VecDeque<SlotAction> = entry.slot.handle(event, now).into();
         self.dirty.insert(name.to_string());
         while let Some(action) = queue.pop_front() {
@@ -481,6 +518,9 @@ impl Supervisor {
                 }
                 SlotAction::Forget => {
                     if let Some(entry) = self.slots.remove(name) {
+                        if let Some(watcher) = self.watcher.as_mut() {
+                            watcher.unwatch(name);
+                        }
                         tracing::info!(slot = %name, "unloaded");
                         self.dirty.remove(name);
                         if entry.remove_dir_when_gone {

@@ -8,6 +8,7 @@ pub mod reap;
 pub mod signals;
 pub mod spawn;
 pub mod user;
+pub mod watch;
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
@@ -159,8 +160,7 @@ impl OutputFd {
             Ok(SFlag::S_IFSOCK) => OutputFd::Socket(fd),
             Ok(SFlag::S_IFIFO | SFlag::S_IFCHR) => {
                 let path = format!("/proc/self/fd/{fd}");
-                let flags =
-                    nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_CLOEXEC;
+                let flags = nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_CLOEXEC;
                 match nix::fcntl::open(path.as_str(), flags, nix::sys::stat::Mode::empty()) {
                     Ok(own) => OutputFd::Reopened(own),
                     // No /proc: write to the shared descriptor, never more than the pipe
