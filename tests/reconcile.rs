@@ -534,3 +534,30 @@ fn the_status_follows_the_state_file_through_the_watch() {
     wait_for("the status to follow", LONG, || c.sv.status("gateway-watched")["gateway_state"] == "degraded");
     c.sv.stop();
 }
+
+/// Issue 10, part 3: with the scan dir mounted noexec (Docker's default for --tmpfs) every
+/// run file fails; the failure names the cause, the intent is not overwritten, and once
+/// the mount is fixed the gateway the operator wanted runs again.
+#[test]
+fn issue10_a_noexec_scan_dir_names_the_cause_and_loses_no_intent() {
+    if !namespaces_available() {
+        return;
+    }
+    let mut c = Container::new();
+    c.fx.profile("work", Some(r#"{"desired_state": "running"}"#));
+    c.scan_mount_options = "noexec".into();
+    c.boot();
+    let status = c.sv.wait_state("gateway-work", "failed");
+    let failure = status["failure"].as_str().unwrap_or_default().to_string();
+    assert!(failure.contains("noexec") && failure.contains("/run:exec"), "{failure}");
+    wait_for("the failure in the state file", LONG, || c.fx.state("work")["gateway_state"] == "startup_failed");
+    assert!(c.fx.state("work")["exit_reason"].as_str().is_some_and(|r| r.contains("noexec")));
+    assert_eq!(c.fx.state("work")["desired_state"], "running", "the intent is not overwritten");
+    c.sv.stop();
+    // The mount is fixed: the next boot runs the gateway again.
+    c.scan_mount_options = "mode=0755".into();
+    c.boot();
+    c.sv.wait_state("gateway-work", "up");
+    wait_for("the gateway to run", LONG, || c.fx.state("work")["gateway_state"] == "running");
+    c.sv.stop();
+}

@@ -184,8 +184,9 @@ pub enum Event {
     Unload,
     /// The shell spawned `run`.
     Spawned(Pid),
-    /// The shell could not spawn `run`; the code a shell would give (126, 127).
-    SpawnFailed(i32),
+    /// The shell could not spawn `run`: the code a shell would give (126, 127) and why,
+    /// in words that name the likely cause.
+    SpawnFailed(i32, String),
     /// The service said it is ready (a newline on its notification fd).
     Ready,
     /// The leader was reaped.
@@ -245,8 +246,11 @@ pub struct Slot {
     last_spawn: Option<Instant>,
     /// Consecutive deaths, for the backoff step.
     attempt: u32,
-    /// Deaths before ready within the crash window.
-    early_deaths: VecDeque<Instant>,
+    /// Unrequested deaths within the crash window, ready or not (a slow machine must not
+    /// hide a crash loop behind a readiness timer).
+    recent_deaths: VecDeque<Instant>,
+    /// Why the last spawn failed, until a spawn succeeds.
+    spawn_error: Option<String>,
 }
 
 impl Slot {
@@ -263,7 +267,8 @@ impl Slot {
             last_exit: None,
             last_spawn: None,
             attempt: 0,
-            early_deaths: VecDeque::new(),
+            recent_deaths: VecDeque::new(),
+            spawn_error: None,
         }
     }
 
@@ -367,18 +372,20 @@ impl Slot {
             }
             Event::Spawned(pid) => {
                 if self.state == State::Spawning {
+                    self.spawn_error = None;
                     let ready_at = (!self.settings.notification).then(|| now + self.settings.ready_after);
                     self.state = State::Starting { pid, ready_at };
                 }
                 Vec::new()
             }
-            Event::SpawnFailed(code) => {
+            Event::SpawnFailed(code, cause) => {
                 if self.state != State::Spawning {
                     return Vec::new();
                 }
                 let status = ExitStatus::Code(code);
                 self.last_exit = Some(status);
-                self.note_early_death(now);
+                self.spawn_error = Some(cause);
+                self.note_death(now);
                 self.after_group_gone(Exit { status, requested: false })
                     .unwrap_or_else(|exit| self.decide(exit, None, now))
             }
@@ -420,7 +427,7 @@ impl Slot {
                 if matches!(self.state, State::Failed { .. }) {
                     // An explicit start gives a failed slot a fresh crash count.
                     self.attempt = 0;
-                    self.early_deaths.clear();
+                    self.recent_deaths.clear();
                 }
                 self.try_spawn(now)
             }
@@ -461,11 +468,10 @@ impl Slot {
         match &mut self.state {
             State::Starting { pid, .. } | State::Up { pid } => {
                 let group = *pid;
-                if matches!(self.state, State::Starting { .. }) {
-                    self.note_early_death(now);
-                } else if self.last_spawn.is_some_and(|at| now.saturating_duration_since(at) >= backoff::RESET_AFTER) {
+                if self.last_spawn.is_some_and(|at| now.saturating_duration_since(at) >= backoff::RESET_AFTER) {
                     self.attempt = 0;
                 }
+                self.note_death(now);
                 self.last_exit = Some(status);
                 // Whatever the dead leader left in its group must not outlive it: a second
                 // copy of the service would otherwise start beside it.
@@ -532,12 +538,12 @@ impl Slot {
             Some(format!("exit code {EXIT_CONFIG} (EX_CONFIG): configuration error"))
         } else if finish == Some(ExitStatus::Code(FINISH_PERMANENT)) {
             Some(format!("finish exited {FINISH_PERMANENT}: permanent failure"))
-        } else if self.early_deaths.len() as u32 >= self.settings.crash_limit {
+        } else if self.recent_deaths.len() as u32 >= self.settings.crash_limit {
             Some(format!(
-                "crash loop: {} deaths before ready within {} s (last: {})",
-                self.early_deaths.len(),
+                "crash loop: {} deaths within {} s (last: {})",
+                self.recent_deaths.len(),
                 self.settings.crash_window.as_secs(),
-                exit.status
+                describe(exit.status, self.spawn_error.as_deref())
             ))
         } else {
             None
@@ -577,10 +583,23 @@ impl Slot {
         vec![SlotAction::Spawn]
     }
 
-    fn note_early_death(&mut self, now: Instant) {
+    fn note_death(&mut self, now: Instant) {
         let window = self.settings.crash_window;
-        self.early_deaths.retain(|at| now.saturating_duration_since(*at) < window);
-        self.early_deaths.push_back(now);
+        self.recent_deaths.retain(|at| now.saturating_duration_since(*at) < window);
+        self.recent_deaths.push_back(now);
+    }
+}
+
+/// A death in words, with the likely cause when the run file itself could not be executed
+/// (the shell's 126 and 127).
+pub fn describe(status: ExitStatus, spawn_error: Option<&str>) -> String {
+    match (status, spawn_error) {
+        (_, Some(cause)) => format!("{status}: {cause}"),
+        (ExitStatus::Code(126), None) => {
+            format!("{status}: a command of the run file could not be executed (permission denied, or a noexec mount)")
+        }
+        (ExitStatus::Code(127), None) => format!("{status}: a command of the run file was not found"),
+        _ => status.to_string(),
     }
 }
 

@@ -96,7 +96,7 @@ fn every_state_by_every_event() {
         ("shutdown", Shutdown),
         ("unload", Unload),
         ("spawned", Spawned(Pid(300))),
-        ("spawn-failed", SpawnFailed(126)),
+        ("spawn-failed", SpawnFailed(126, "permission denied".into())),
         ("ready", Ready),
         ("leader-exited", LeaderExited(ExitStatus::Code(1))),
         ("group-gone", GroupGone),
@@ -287,7 +287,8 @@ fn a_crash_kills_the_rest_of_the_group_and_waits_for_it_before_respawning() {
 #[test]
 fn backoff_doubles_on_repeated_deaths_after_ready_and_resets_after_30_s_up() {
     let t0 = Instant::now();
-    let mut slot = running(t0, SlotSettings::default());
+    // (a high crash limit: this is about the backoff, not the crash-loop guard)
+    let mut slot = running(t0, SlotSettings { crash_limit: 100, ..SlotSettings::default() });
     let mut now = t0;
     let mut delays = Vec::new();
     for _ in 0..5 {
@@ -420,15 +421,55 @@ fn shutdown_brings_down_without_changing_what_is_wanted() {
     assert_eq!(slot.handle(Start, at(t0, 3)), vec![], "no spawn during a shutdown");
 }
 
+/// A death counts toward the crash loop whether or not the slot had been declared ready:
+/// on a slow machine the readiness timer must not hide a crash loop.
+#[test]
+fn deaths_after_ready_count_toward_the_crash_loop_too() {
+    let t0 = Instant::now();
+    let mut slot = running(t0, SlotSettings { crash_limit: 3, ..SlotSettings::default() });
+    let mut now = t0;
+    for death in 1..=3 {
+        now += Duration::from_millis(1100);
+        slot.handle(Tick, now);
+        assert_eq!(slot.state().name(), StateName::Up, "ready by its timer");
+        slot.handle(LeaderExited(ExitStatus::Code(1)), now);
+        let actions = slot.handle(GroupGone, now);
+        if death == 3 {
+            assert!(
+                matches!(&actions[..], [PermanentFailure(r)] if r.starts_with("crash loop: 3 deaths")),
+                "{actions:?}"
+            );
+            return;
+        }
+        let until = slot.deadline().expect("backoff");
+        now = until;
+        assert_eq!(slot.handle(Tick, now), vec![Spawn]);
+        slot.handle(Spawned(Pid(900 + death)), now);
+    }
+    panic!("no crash loop");
+}
+
+#[test]
+fn exit_codes_126_and_127_name_their_likely_cause() {
+    assert!(describe(ExitStatus::Code(126), None).contains("noexec"));
+    assert!(describe(ExitStatus::Code(127), None).contains("not found"));
+    assert_eq!(describe(ExitStatus::Code(1), None), "exit status 1");
+    assert!(describe(ExitStatus::Code(126), Some("mounted noexec")).ends_with("mounted noexec"));
+}
+
 #[test]
 fn spawn_failure_counts_toward_the_crash_loop() {
     let t0 = Instant::now();
     let mut slot = Slot::new(SlotSettings { crash_limit: 2, ..SlotSettings::default() }, t0);
     assert_eq!(slot.handle(Start, t0), vec![Spawn]);
-    assert_eq!(slot.handle(SpawnFailed(126), t0), vec![]);
+    assert_eq!(slot.handle(SpawnFailed(126, "permission denied".into()), t0), vec![]);
     assert_eq!(slot.state().name(), StateName::Backoff);
     assert_eq!(slot.handle(Tick, at(t0, 1000)), vec![Spawn]);
-    assert!(matches!(&slot.handle(SpawnFailed(126), at(t0, 1000))[..], [PermanentFailure(_)]));
+    let failed = slot.handle(SpawnFailed(126, "permission denied: noexec?".into()), at(t0, 1000));
+    assert!(
+        matches!(&failed[..], [PermanentFailure(reason)] if reason.contains("exit status 126: permission denied: noexec?")),
+        "{failed:?}"
+    );
 }
 
 /// Random event sequences against a simulated world of real-looking processes: groups
@@ -518,7 +559,7 @@ mod properties {
             match action {
                 SlotAction::Spawn if self.fail_next_spawn => {
                     self.fail_next_spawn = false;
-                    self.slot.handle(SpawnFailed(126), self.now)
+                    self.slot.handle(SpawnFailed(126, "permission denied".into()), self.now)
                 }
                 SlotAction::Spawn => {
                     self.spawns.push(self.now);

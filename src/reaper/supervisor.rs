@@ -493,8 +493,9 @@ impl Supervisor {
                     Err(e) => {
                         let code =
                             if e.kind() == io::ErrorKind::NotFound { code::NOT_FOUND } else { code::CANNOT_EXECUTE };
-                        tracing::error!(slot = %name, "cannot start {}: {e}", entry.dir.join("run").display());
-                        queue.extend(entry.slot.handle(Event::SpawnFailed(code), now));
+                        let cause = spawn_cause(&entry.dir, &e);
+                        tracing::error!(slot = %name, "cannot start {}: {cause}", entry.dir.join("run").display());
+                        queue.extend(entry.slot.handle(Event::SpawnFailed(code, cause), now));
                     }
                 },
                 SlotAction::RunFinish { code, signal } => match spawn_finish(&entry.dir, code, signal) {
@@ -535,6 +536,21 @@ impl Supervisor {
                 }
             }
         }
+    }
+}
+
+/// Why `run` could not be executed, naming the likely cause.
+fn spawn_cause(dir: &Path, error: &io::Error) -> String {
+    match error.kind() {
+        io::ErrorKind::PermissionDenied => format!(
+            "{error}: the run file is not executable, or {} is on a filesystem mounted noexec \
+             (Docker mounts --tmpfs noexec unless told: use --tmpfs /run:exec)",
+            dir.display()
+        ),
+        io::ErrorKind::NotFound => {
+            format!("{error}: the run file, or the interpreter named on its #! line, does not exist")
+        }
+        _ => error.to_string(),
     }
 }
 

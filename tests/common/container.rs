@@ -86,6 +86,8 @@ pub struct Container {
     pub userns: bool,
     /// Extra environment for the reaper and hermesctl.
     pub extra_env: Vec<(String, String)>,
+    /// Options of the tmpfs mounted on the scan dir (`noexec`, as Docker's default).
+    pub scan_mount_options: String,
 }
 
 impl Container {
@@ -93,7 +95,7 @@ impl Container {
         let fx = HomeFixture::new();
         let sv = Supervised::new();
         sv.scratch.script("cont-init.d/02-reconcile-profiles", &format!("exec {CONT_INIT}"));
-        Container { fx, sv, userns: true, extra_env: Vec::new() }
+        Container { fx, sv, userns: true, extra_env: Vec::new(), scan_mount_options: "mode=0755".into() }
     }
 
     pub fn env(&self) -> Vec<(String, String)> {
@@ -118,10 +120,11 @@ impl Container {
         command.args(&UNSHARE[1..]).args([
             "sh",
             "-c",
-            "mount -t tmpfs tmpfs \"$1\" && exec \"$2\"",
+            "mount -t tmpfs -o \"$3\" tmpfs \"$1\" && exec \"$2\"",
             "sh",
             scan.to_str().unwrap(),
             REAPER,
+            &self.scan_mount_options,
         ]);
         if !self.userns {
             // The real root: a PID and mount namespace only.
@@ -129,10 +132,11 @@ impl Container {
             command.args(["--mount", "--pid", "--fork", "--mount-proc", "--kill-child"]).args([
                 "sh",
                 "-c",
-                "mount -t tmpfs tmpfs \"$1\" && exec \"$2\"",
+                "mount -t tmpfs -o \"$3\" tmpfs \"$1\" && exec \"$2\"",
                 "sh",
                 scan.to_str().unwrap(),
                 REAPER,
+                &self.scan_mount_options,
             ]);
         }
         for (k, v) in self.env() {
