@@ -561,3 +561,53 @@ fn issue10_a_noexec_scan_dir_names_the_cause_and_loses_no_intent() {
     wait_for("the gateway to run", LONG, || c.fx.state("work")["gateway_state"] == "running");
     c.sv.stop();
 }
+
+/// Issue 10, part 3: a gateway that rewrites its state file from scratch every few
+/// milliseconds (erasing `desired_state`, as older gateways did) while the operator stops
+/// and starts it 200 times across simulated restarts: after every restart the gateway runs
+/// exactly when the operator last said so.
+#[test]
+fn issue10_no_intent_is_lost_to_a_gateway_rewriting_its_state_file() {
+    if !namespaces_available() {
+        return;
+    }
+    let mut c = Container::new();
+    c.fx.profile("churn", Some(r#"{"gateway_state": "stopped"}"#));
+    let script = c.fx.scratch.script(
+        "rewriter",
+        "state=\"$HERMES_PROFILE_DIR/gateway_state.json\"\n\
+         write() { printf '{\"gateway_state\": \"%s\", \"pid\": %s}\\n' \"$1\" $$ > \"$state.w$$\" && mv -f \"$state.w$$\" \"$state\"; }\n\
+         trap 'write stopped; exit 0' TERM\n\
+         while :; do write running; sleep 0.003; done",
+    );
+    c.extra_env.push(("HERMES_INIT_GATEWAY_CMD".into(), format!("exec {}", script.display())));
+    let mut seed: u64 = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    eprintln!("random seed {seed}");
+    let mut random = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut wanted = false;
+    let mut lost = Vec::new();
+    c.boot();
+    for op in 0..200 {
+        let start = random() % 2 == 0;
+        let verb = if start { "start" } else { "stop" };
+        let out = c.ctl(&["gateway", verb, "-p", "churn", "--wait"]);
+        assert_eq!(out.code, 0, "op {op}: {out:?}");
+        wanted = start;
+        if op % 20 == 19 {
+            // docker restart: the gateway writes its own `stopped`, from scratch, on SIGTERM.
+            assert_eq!(c.sv.stop().code, 0);
+            c.boot();
+            let running = c.running_set().contains("churn");
+            if running != wanted {
+                lost.push(format!("op {op}: wanted {wanted}, after the restart running {running}"));
+            }
+        }
+    }
+    c.sv.stop();
+    assert!(lost.is_empty(), "lost intents: {lost:?}");
+}
