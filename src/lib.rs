@@ -12,6 +12,7 @@
 pub mod cont_init;
 pub mod core;
 pub mod ctl;
+pub mod fuzz;
 pub mod logging;
 pub mod proto;
 pub mod reaper;

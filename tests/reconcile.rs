@@ -589,7 +589,7 @@ fn issue10_no_intent_is_lost_to_a_gateway_rewriting_its_state_file() {
         seed ^= seed << 17;
         seed
     };
-    let mut wanted = false;
+    let mut wanted;
     let mut lost = Vec::new();
     c.boot();
     for op in 0..200 {

@@ -4,12 +4,15 @@
 //!
 //! Invariants: a slot name is checked before any path is built from it; a setting file with
 //! a bad value is an error that names the file, never a silent default; reading a slot
-//! never starts anything.
+//! never starts anything, never follows a link inside it, never blocks on a FIFO and never
+//! reads more than 4 KiB of a file.
 
-use std::io;
-use std::os::unix::fs::PermissionsExt;
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
+
+use crate::sys::beneath::{Dir, Kind};
+use crate::volume::atomic::{self, ReadError};
 
 use crate::core::slot::SlotSettings;
 
@@ -33,59 +36,78 @@ pub struct SlotDir {
     pub down: bool,
 }
 
-/// Reads the slot directory `dir`, starting from `defaults`.
+/// Reads the slot directory `dir`, starting from `defaults`. Every file is opened relative
+/// to the directory's descriptor, without following a link, without blocking on a FIFO,
+/// regular files only, at most 4 KiB.
 pub fn read(dir: &Path, defaults: &SlotSettings) -> Result<SlotDir, String> {
-    let meta = std::fs::metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    if !meta.is_dir() {
-        return Err(format!("{}: not a directory", dir.display()));
+    let slot = Dir::open_root(dir).map_err(|e| e.to_string())?;
+    match slot.stat("run") {
+        Ok(Some(stat)) if slot.kind("run").ok().flatten() == Some(Kind::File) && stat.st_mode & 0o111 != 0 => {}
+        Ok(Some(_)) => return Err(format!("{}: not an executable file", dir.join("run").display())),
+        Ok(None) => return Err(format!("{}: No such file or directory", dir.join("run").display())),
+        Err(e) => return Err(e.to_string()),
     }
-    let run = dir.join("run");
-    match std::fs::metadata(&run) {
-        Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => {}
-        Ok(_) => return Err(format!("{}: not an executable file", run.display())),
-        Err(e) => return Err(format!("{}: {e}", run.display())),
+    let mut files = BTreeMap::new();
+    for name in SETTING_FILES {
+        match atomic::read_bounded(&slot, name, MAX_SETTING) {
+            Ok(bytes) => {
+                files.insert(name, bytes);
+            }
+            Err(ReadError::Missing) => {}
+            Err(ReadError::TooLarge(_)) => return Err(format!("{}: too large", dir.join(name).display())),
+            Err(ReadError::Unusable(reason)) => return Err(reason),
+        }
     }
+    let has_finish = slot.kind("finish").ok().flatten() == Some(Kind::File);
+    let down = slot.kind("down").ok().flatten().is_some();
+    settings_from(dir, &files, defaults, has_finish, down)
+}
+
+/// The setting files a slot directory may hold.
+pub const SETTING_FILES: [&str; 4] = ["timeout-kill", "timeout-finish", "down-signal", "notification-fd"];
+/// The largest setting file read.
+pub const MAX_SETTING: u64 = 4096;
+
+/// The settings from the contents of the setting files (a pure function: the fuzz target
+/// of the slot-directory reader drives it).
+pub fn settings_from(
+    dir: &Path,
+    files: &BTreeMap<&str, Vec<u8>>,
+    defaults: &SlotSettings,
+    has_finish: bool,
+    down: bool,
+) -> Result<SlotDir, String> {
+    let text = |name: &str| files.get(name).map(|b| String::from_utf8_lossy(b).trim().to_string());
+    let number = |name: &str, min: u64, max: u64| -> Result<Option<u64>, String> {
+        match text(name) {
+            None => Ok(None),
+            Some(text) => text.parse::<u64>().ok().filter(|n| (min..=max).contains(n)).map(Some).ok_or_else(|| {
+                format!("{}: expected a number from {min} to {max}, found {text:?}", dir.join(name).display())
+            }),
+        }
+    };
     let mut settings = defaults.clone();
-    if let Some(ms) = number_file(dir, "timeout-kill", 0, 86_400_000)? {
+    if let Some(ms) = number("timeout-kill", 0, 86_400_000)? {
         settings.timeout_kill = Duration::from_millis(ms);
     }
-    if let Some(ms) = number_file(dir, "timeout-finish", 0, 86_400_000)? {
+    if let Some(ms) = number("timeout-finish", 0, 86_400_000)? {
         settings.timeout_finish = Duration::from_millis(ms);
     }
-    if let Some(text) = text_file(dir, "down-signal")? {
+    if let Some(text) = text("down-signal") {
         settings.down_signal = crate::core::signal::parse(&text)
-            .ok_or_else(|| format!("{}: not a signal: '{text}'", dir.join("down-signal").display()))?;
+            .ok_or_else(|| format!("{}: not a signal: {text:?}", dir.join("down-signal").display()))?;
     }
-    let notification_fd = number_file(dir, "notification-fd", 3, 1023)?.map(|n| n as i32);
+    let notification_fd = number("notification-fd", 3, 1023)?.map(|n| n as i32);
     settings.notification = notification_fd.is_some();
-    settings.has_finish = dir.join("finish").is_file();
-    let down = dir.join("down").exists();
+    settings.has_finish = has_finish;
     Ok(SlotDir { settings, notification_fd, down })
-}
-
-fn text_file(dir: &Path, name: &str) -> Result<Option<String>, String> {
-    let path = dir.join(name);
-    match std::fs::read(&path) {
-        Ok(bytes) if bytes.len() > 4096 => Err(format!("{}: too large", path.display())),
-        Ok(bytes) => Ok(Some(String::from_utf8_lossy(&bytes).trim().to_string())),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(format!("{}: {e}", path.display())),
-    }
-}
-
-fn number_file(dir: &Path, name: &str, min: u64, max: u64) -> Result<Option<u64>, String> {
-    match text_file(dir, name)? {
-        None => Ok(None),
-        Some(text) => text.parse::<u64>().ok().filter(|n| (min..=max).contains(n)).map(Some).ok_or_else(|| {
-            format!("{}: expected a number from {min} to {max}, found '{text}'", dir.join(name).display())
-        }),
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::fs;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn slot_names() {
@@ -159,6 +181,27 @@ mod tests {
         }
         let dir = slot(&[("run", "x")]);
         fs::set_permissions(dir.path().join("run"), fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(read(dir.path(), &SlotSettings::default()).unwrap_err().contains("not an executable"));
+    }
+
+    /// Links, FIFOs and oversized files in a slot directory are refused, never followed,
+    /// waited on or read whole.
+    #[test]
+    fn hostile_slot_files_are_refused() {
+        let outside = tempfile::tempdir().unwrap();
+        fs::write(outside.path().join("big"), "1".repeat(100)).unwrap();
+        let dir = slot(&[("run", "x")]);
+        std::os::unix::fs::symlink(outside.path().join("big"), dir.path().join("timeout-kill")).unwrap();
+        assert!(read(dir.path(), &SlotSettings::default()).unwrap_err().contains("symlink"));
+        fs::remove_file(dir.path().join("timeout-kill")).unwrap();
+        nix::unistd::mkfifo(&dir.path().join("down-signal"), nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+        assert!(read(dir.path(), &SlotSettings::default()).is_err(), "a FIFO is refused, not waited on");
+        fs::remove_file(dir.path().join("down-signal")).unwrap();
+        fs::write(dir.path().join("notification-fd"), "3".repeat(5000)).unwrap();
+        assert!(read(dir.path(), &SlotSettings::default()).unwrap_err().contains("too large"));
+        fs::remove_file(dir.path().join("notification-fd")).unwrap();
+        fs::remove_file(dir.path().join("run")).unwrap();
+        std::os::unix::fs::symlink("/bin/true", dir.path().join("run")).unwrap();
         assert!(read(dir.path(), &SlotSettings::default()).unwrap_err().contains("not an executable"));
     }
 }

@@ -43,13 +43,19 @@ pub fn read_state(profile: &Dir) -> Result<Map<String, Value>, String> {
             });
         }
     };
+    parse_state(&name.to_string(), &bytes)
+}
+
+/// The state file's object from its bytes, or why it cannot be used (`name` names the file
+/// in the reason). Pure: the fuzz target of the state-file reader drives it.
+pub fn parse_state(name: &str, bytes: &[u8]) -> Result<Map<String, Value>, String> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(format!("{name}: empty"));
     }
     if bytes.starts_with(&[0xEF, 0xBB, 0xBF]) {
         return Err(format!("{name}: starts with a byte order mark"));
     }
-    match serde_json::from_slice::<Value>(&bytes) {
+    match serde_json::from_slice::<Value>(bytes) {
         Ok(Value::Object(object)) => Ok(object),
         Ok(other) => Err(format!("{name}: valid JSON but not an object ({})", json_kind(&other))),
         Err(e) => Err(format!("{name}: corrupt JSON: {e}")),
