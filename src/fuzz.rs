@@ -16,7 +16,8 @@ use crate::proto::status::{SlotStatus, Wanted};
 /// timestamp parser on every string of the file.
 pub fn state_file(data: &[u8]) {
     let parsed = crate::volume::state::parse_state("gateway_state.json", data);
-    let intent = crate::core::reconcile::Intent { running: data.len() % 2 == 0, at_ms: Some(data.len() as i64) };
+    let intent =
+        crate::core::reconcile::Intent { running: data.len().is_multiple_of(2), at_ms: Some(data.len() as i64) };
     let decision = crate::core::reconcile::decide(parsed.as_ref().map_err(String::as_str), Some(intent));
     assert_eq!(decision.start, decision.desired.as_deref() == Some("running") || decision.record_running);
     let _ = crate::core::reconcile::decide(parsed.as_ref().map_err(String::as_str), None);
@@ -94,7 +95,7 @@ pub fn slot_dir(data: &[u8]) {
         Path::new("/run/service/x"),
         &files,
         &defaults,
-        data.len() % 2 == 0,
+        data.len().is_multiple_of(2),
         false,
     ) {
         assert!(read.notification_fd.is_none_or(|fd| (3..=1023).contains(&fd)));
