@@ -194,7 +194,14 @@ fn hermesctl_health_exit_codes() {
     sv.boot(true, &[("HERMES_INIT_READY_AFTER_MS", "50")]);
     sv.wait_state("web", "up");
     sv.wait_state("broken", "failed");
-    // A failed slot is wanted down: healthy.
+    // A slot failed for good makes the container degraded, and not ready (issue 11), ...
+    let out = sv.ctl(&["health"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stdout.contains(": degraded, uptime") && out.stdout.contains("not ready: broken (failed)"), "{out:?}");
+    assert_eq!(sv.ctl(&["health", "--level", "ready"]).code, 1);
+    assert_eq!(sv.ctl(&["health", "--level", "alive"]).code, 0, "still alive");
+    // ... until the operator has seen it: stopped, it no longer counts.
+    assert_eq!(sv.ctl(&["stop", "broken"]).code, 0);
     let out = sv.ctl(&["health"]);
     assert_eq!(out.code, 0, "{out:?}");
     assert!(out.stdout.contains(": healthy, uptime"), "{}", out.stdout);

@@ -438,3 +438,18 @@ fn the_init_lines_are_json_objects_with_structured_fields_under_log_format_json(
     );
     assert!(lines.iter().any(|l| l["message"].as_str().is_some_and(|m| m.contains("shutdown complete"))));
 }
+
+/// Issue 11: an init that cannot open its runtime directory says so loudly, with the fix,
+/// instead of running silently headless.
+#[test]
+fn an_unusable_runtime_dir_is_said_loudly() {
+    let mut command = reaper_as_child(&["true"]);
+    command.env("HERMES_INIT_RUNTIME_DIR", "/dev/null/hermes-init");
+    let done = start(command).wait(LONG);
+    assert_eq!(done.code, 0, "{done:?}");
+    for text in
+        ["!!! cannot open the control socket in /dev/null/hermes-init", "!!! cannot open the health API", "unhealthy"]
+    {
+        assert!(done.stderr.contains(text), "{text}: {}", done.stderr);
+    }
+}

@@ -61,7 +61,7 @@ fn the_default_slot_is_registered_on_an_empty_home() {
     let out = fx.cont_init(&[]);
     assert_eq!(out.code, 0, "{out:?}");
     assert!(fx.is_down("default"));
-    assert_eq!(out.stdout.trim(), "reconcile: profile=default prior_state=None action=registered");
+    assert_eq!(out.stdout.trim(), "reconcile: profile=default prior_state=- action=registered");
 }
 
 #[test]
@@ -122,7 +122,7 @@ fn hostile_state_files_mean_down_with_a_warning_naming_file_and_reason() {
             panic!("no warning for {name}: {}", out.stderr);
         });
         assert!(warning.contains(&file.display().to_string()) && warning.contains(reason), "{name}: {warning}");
-        assert!(fx.boot_log().contains(&format!("profile={name} prior_state=None action=registered")), "{name}");
+        assert!(fx.boot_log().contains(&format!("profile={name} prior_state=- action=registered")), "{name}");
     }
     // The symlink's target was neither followed nor changed.
     assert_eq!(fs::read_to_string(&outside).unwrap(), r#"{"desired_state": "running"}"#);
@@ -152,7 +152,7 @@ fn an_unreadable_state_file_means_down() {
 #[test]
 fn order_skips_and_non_profiles() {
     let fx = HomeFixture::new();
-    for name in ["zeta", "alpha", "m-1", "Bad", "with space"] {
+    for name in ["zeta", "alpha", "m-1", "Bad", "with space", "evil\nroot2::0:0::root:sh"] {
         fx.profile(name, Some(r#"{"gateway_state": "stopped"}"#));
     }
     fs::create_dir_all(fx.home().join("profiles/default")).unwrap();
@@ -164,11 +164,20 @@ fn order_skips_and_non_profiles() {
     assert_eq!(out.code, 0, "{out:?}");
     let order: Vec<&str> =
         out.stdout.lines().map(|l| l.split_whitespace().nth(1).unwrap().trim_start_matches("profile=")).collect();
-    assert_eq!(order, ["default", "Bad", "alpha", "default", "linked", "m-1", "with", "zeta"], "{}", out.stdout);
+    assert_eq!(
+        order,
+        ["default", "\"Bad\"", "alpha", "default", "\"evil\\nroot2::0:0::root:sh\"", "linked", "m-1", "\"with", "zeta"],
+        "{}",
+        out.stdout
+    );
+    // A name that fails validation is printed escaped: it injects no line (issue 14).
+    for text in [&out.stdout, &out.stderr, &fx.boot_log()] {
+        assert!(!text.lines().any(|l| l.starts_with("root2")), "{text}");
+    }
     assert!(out.stderr.contains("profile linked: skipped: a symlink (not followed)"), "{}", out.stderr);
-    assert!(out.stderr.contains("profile Bad: skipped: invalid profile name"), "{}", out.stderr);
+    assert!(out.stderr.contains("profile \"Bad\": skipped: invalid profile name"), "{}", out.stderr);
     assert!(out.stderr.contains("profile default: skipped: profiles/default/ is reserved"), "{}", out.stderr);
-    assert!(fx.boot_log().contains("profile=Bad prior_state=None action=skipped reason=\""), "{}", fx.boot_log());
+    assert!(fx.boot_log().contains("profile=\"Bad\" prior_state=- action=skipped reason=\""), "{}", fx.boot_log());
     let slots: BTreeSet<String> =
         fs::read_dir(fx.scan()).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
     let want: BTreeSet<String> =
@@ -250,18 +259,14 @@ fn dry_run_touches_nothing_and_json_prints_the_plan() {
     assert_eq!(plan["dry_run"], true);
     assert_eq!(
         plan["profiles"][1],
-        json!({"profile": "work", "slot": "gateway-work", "prior_state": "running", "action": "started", "desired": "running", "reason": null})
+        json!({"profile": "work", "slot": "gateway-work", "prior_state": "running", "action": "would-start", "desired": "running", "reason": null})
     );
     assert_eq!(fs::read_dir(fx.scan()).unwrap().count(), 0);
     assert!(dir.join("gateway.pid").exists());
     assert_eq!(fx.state("work"), json!({"gateway_state": "running"}));
     assert!(!fx.home().join("logs").exists());
     let text = fx.cont_init(&["--dry-run"]);
-    assert!(
-        text.stdout.contains("reconcile: profile=work prior_state=running action=started (dry run)"),
-        "{}",
-        text.stdout
-    );
+    assert!(text.stdout.contains("reconcile: profile=work prior_state=running action=would-start"), "{}", text.stdout);
 }
 
 #[test]
@@ -548,6 +553,9 @@ fn issue10_a_noexec_scan_dir_names_the_cause_and_loses_no_intent() {
     c.scan_mount_options = "noexec".into();
     c.boot();
     let status = c.sv.wait_state("gateway-work", "failed");
+    // Said at boot, loudly, with the fix (issue 11).
+    let log = c.sv.running.as_ref().map(|r| r.stderr_now()).unwrap_or_default();
+    assert!(log.contains("mounted noexec") && log.contains("--tmpfs /run:exec"), "{log}");
     let failure = status["failure"].as_str().unwrap_or_default().to_string();
     assert!(failure.contains("noexec") && failure.contains("/run:exec"), "{failure}");
     wait_for("the failure in the state file", LONG, || c.fx.state("work")["gateway_state"] == "startup_failed");

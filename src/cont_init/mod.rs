@@ -102,6 +102,19 @@ impl Pass {
     }
 }
 
+/// A name as it may be printed: as is when it is a valid profile name, escaped otherwise
+/// (a directory name with a newline must not inject a line into a log).
+pub fn shown(name: &str) -> String {
+    if name == "default" || reconcile::valid_profile_name(name) || RUNNING_WORDS.contains(&name) {
+        name.to_string()
+    } else {
+        format!("{name:?}")
+    }
+}
+
+/// The `gateway_state` words printed as they are.
+const RUNNING_WORDS: [&str; 6] = ["starting", "running", "degraded", "draining", "stopped", "startup_failed"];
+
 /// The outcome for one profile.
 #[derive(Debug, Clone)]
 pub struct Outcome {
@@ -116,15 +129,15 @@ impl Outcome {
     fn log_line(&self, timestamp: &str) -> String {
         let mut line = format!(
             "{timestamp} profile={} prior_state={} action={}",
-            self.profile,
-            self.prior_state.as_deref().unwrap_or("None"),
+            shown(&self.profile),
+            self.prior_state.as_deref().map_or("-".into(), shown),
             self.action
         );
         if let Some(desired) = &self.desired {
             line.push_str(&format!(" desired={desired}"));
         }
         if let Some(reason) = &self.reason {
-            line.push_str(&format!(" reason=\"{}\"", reason.replace('"', "'")));
+            line.push_str(&format!(" reason={:?}", reason));
         }
         line
     }
@@ -157,7 +170,7 @@ pub fn run(pass: &Pass) -> i32 {
     for found in pass.home.walk() {
         let outcome = match found {
             Found::Skipped { name, reason } => {
-                eprintln!("hermes-cont-init: warning: profile {name}: skipped: {reason}");
+                eprintln!("hermes-cont-init: warning: profile {}: skipped: {reason}", shown(&name));
                 Outcome { profile: name, prior_state: None, action: "skipped", desired: None, reason: Some(reason) }
             }
             Found::Profile { name, dir } => reconcile_one(pass, &name, &dir),
@@ -184,11 +197,10 @@ pub fn run(pass: &Pass) -> i32 {
         if !pass.json {
             let _ = writeln!(
                 out,
-                "reconcile: profile={} prior_state={} action={}{}",
-                outcome.profile,
-                outcome.prior_state.as_deref().unwrap_or("None"),
+                "reconcile: profile={} prior_state={} action={}",
+                shown(&outcome.profile),
+                outcome.prior_state.as_deref().map_or("-".into(), shown),
                 outcome.action,
-                if pass.dry_run { " (dry run)" } else { "" }
             );
         }
         log.push_str(&outcome.log_line(&timestamp));
@@ -244,6 +256,7 @@ fn reconcile_one(pass: &Pass, name: &str, path: &Path) -> Outcome {
         reason: warning,
     };
     if pass.dry_run {
+        outcome.action = if start { "would-start" } else { "would-register" };
         if record_running {
             outcome.desired = Some("running".into());
         }

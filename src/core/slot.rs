@@ -8,7 +8,8 @@
 //!
 //! | state \ event | start | stop | leader exited | group gone | ready | tick (its deadline) |
 //! |---|---|---|---|---|---|---|
-//! | down, failed | spawn | – | – | – | – | – |
+//! | down | spawn | – | – | – | – | – |
+//! | failed | spawn (a fresh crash count) | -> down | – | – | – | – |
 //! | starting | – | group: stop signal -> stopping | group KILL -> stopping (crash) | – | -> up | ready-after -> up |
 //! | up | – | group: stop signal -> stopping | group KILL -> stopping (crash) | – | – | – |
 //! | stopping | want up | want down | keep the kill deadline | verdict (finish first) | – | group KILL |
@@ -347,6 +348,12 @@ impl Slot {
             Event::Start => self.start(now),
             Event::Stop => {
                 self.wanted_up = false;
+                if matches!(self.state, State::Failed { .. }) {
+                    // The operator has seen the failure and wants the slot down: it no
+                    // longer counts against the health.
+                    self.state = State::Down;
+                    return Vec::new();
+                }
                 self.bring_down(now)
             }
             Event::Restart => match self.state {

@@ -162,7 +162,7 @@ fn every_state_by_every_event() {
             Then::Same, Then::Same, Then::Same, to(S::Starting, &[Spawn]),
         ]),
         ("failed", vec![
-            to(S::Starting, &[Spawn]), Then::Same, to(S::Starting, &[Spawn]), Then::Same, to(S::Failed, &[Forget]),
+            to(S::Starting, &[Spawn]), to(S::Down, &[]), to(S::Starting, &[Spawn]), Then::Same, to(S::Failed, &[Forget]),
             Then::Same, Then::Same, Then::Same, Then::Same,
             Then::Same, Then::Same, Then::Same, Then::Same,
         ]),

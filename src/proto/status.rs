@@ -72,9 +72,9 @@ pub struct SlotStatus {
 }
 
 impl SlotStatus {
-    /// Wanted up but not up and ready: what makes the health `degraded`.
+    /// Failed, or wanted up but not up and ready: what makes the health `degraded`.
     pub fn lagging(&self) -> bool {
-        self.wanted == Wanted::Up && !(self.state == StateName::Up && self.ready)
+        self.state == StateName::Failed || (self.wanted == Wanted::Up && !(self.state == StateName::Up && self.ready))
     }
 }
 

@@ -103,6 +103,23 @@ impl ControlServer {
         &self.path
     }
 
+    /// Looks the admin group up again (a boot hook may have changed its gid) and gives the
+    /// socket to it.
+    pub fn refresh_admin_group(&mut self, group: &str) {
+        match sys::group_id(group) {
+            Ok(gid) if Some(gid) != self.admin_gid => match sys::chown_group(&self.path, gid) {
+                Ok(()) => {
+                    let _ = std::fs::set_permissions(&self.path, std::fs::Permissions::from_mode(0o660));
+                    tracing::info!("control socket: admin group {group} is now gid {gid}");
+                    self.admin_gid = Some(gid);
+                }
+                Err(e) => tracing::warn!("control socket: cannot give it to group {group} (gid {gid}): {e}"),
+            },
+            Ok(_) => {}
+            Err(e) => tracing::warn!("HERMES_INIT_ADMIN_GROUP: {e}"),
+        }
+    }
+
     /// The descriptors to poll, each with its index for `serve`: the listener is `None`,
     /// a client is `Some(i)`.
     pub fn poll_fds(&self) -> Vec<(Option<usize>, BorrowedFd<'_>, Interest)> {

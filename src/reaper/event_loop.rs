@@ -92,7 +92,7 @@ pub fn run(config: Config) -> i32 {
     let health = match HealthServer::bind(&config.runtime_dir, config.health_addr.as_deref()) {
         Ok(server) => Some(server),
         Err(e) => {
-            tracing::error!("cannot open the health API in {}: {e}; running without it", config.runtime_dir.display());
+            runtime_dir_banner(&config, "the health API", &e);
             None
         }
     };
@@ -250,6 +250,19 @@ impl Runtime {
                     if let Err(e) = fs_err::create_dir_all(&self.config.scan_dir) {
                         tracing::error!("cannot create the scan dir {}: {e}", self.config.scan_dir.display());
                     }
+                    if sys::mounted_noexec(&self.config.scan_dir) {
+                        banner(&[
+                            &format!(
+                                "the scan dir {} is on a filesystem mounted noexec: no slot's run file can be executed",
+                                self.config.scan_dir.display()
+                            ),
+                            "mount /run with exec: docker run --tmpfs /run:exec (compose: tmpfs: [\"/run:exec\"])",
+                        ]);
+                    }
+                    // The hooks may have remapped the admin group's gid (HERMES_GID).
+                    if let (Some(control), Some(group)) = (self.control.as_mut(), self.config.admin_group.as_deref()) {
+                        control.refresh_admin_group(group);
+                    }
                     let (loaded, _) = self.supervisor.scan(false, now);
                     tracing::info!("slots loaded from {}: {}", self.config.scan_dir.display(), loaded.len());
                 }
@@ -300,13 +313,35 @@ fn bind_control(config: &Config) -> Option<ControlServer> {
             Some(server)
         }
         Err(e) => {
-            tracing::error!(
-                "cannot open the control socket in {}: {e}; running without it",
-                config.runtime_dir.display()
-            );
+            runtime_dir_banner(config, "the control socket", &e);
             None
         }
     }
+}
+
+/// Lines that must not be missed in `docker logs`.
+fn banner(lines: &[&str]) {
+    tracing::error!("!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!");
+    for line in lines {
+        tracing::error!("!!! {line}");
+    }
+    tracing::error!("!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!");
+}
+
+/// The runtime directory cannot hold a socket: say so loudly, with the fix. Without its
+/// sockets the init is unhealthy (the HEALTHCHECK cannot reach it), never silently headless.
+fn runtime_dir_banner(config: &Config, what: &str, error: &io::Error) {
+    let uid = sys::effective_uid();
+    let fix = if uid == 0 {
+        "make it writable (it is a tmpfs normally: --tmpfs /run:exec)".to_string()
+    } else {
+        format!("as uid {uid}, give /run to that user: docker run --user {uid} --tmpfs /run:exec,uid={uid}")
+    };
+    banner(&[
+        &format!("cannot open {what} in {}: {error}", config.runtime_dir.display()),
+        "running without it: hermesctl and the health API cannot reach this init, and it is unhealthy",
+        &fix,
+    ]);
 }
 
 fn report(result: io::Result<()>, sig: i32, pid: Pid) {

@@ -145,11 +145,13 @@ impl Supervisor {
         self.slots.get(name).map(|e| e.slot.state().name())
     }
 
-    /// Whether every slot wanted up is up and ready.
+    /// Whether every slot wanted up is up and ready, and none has failed for good (a
+    /// failed slot is down and no longer wanted, yet the container is not healthy until an
+    /// operator starts or stops it).
     pub fn all_wanted_ready(&self) -> bool {
         self.slots.values().all(|e| {
             let s = e.slot.snapshot();
-            !s.wanted_up || (s.state == StateName::Up && s.ready)
+            s.state != StateName::Failed && (!s.wanted_up || (s.state == StateName::Up && s.ready))
         })
     }
 

@@ -128,6 +128,11 @@ pub fn wait_ready(fds: &[(BorrowedFd<'_>, Interest)], timeout: Option<Duration>)
     }
 }
 
+/// Whether `path` is on a filesystem mounted `noexec`.
+pub fn mounted_noexec(path: &std::path::Path) -> bool {
+    nix::sys::statvfs::statvfs(path).is_ok_and(|s| s.flags().contains(nix::sys::statvfs::FsFlags::ST_NOEXEC))
+}
+
 /// The width of the terminal on stdout, if stdout is one.
 pub fn terminal_width() -> Option<usize> {
     let mut size = nix::libc::winsize { ws_row: 0, ws_col: 0, ws_xpixel: 0, ws_ypixel: 0 };
