@@ -1,5 +1,5 @@
 //! `hermes-cont-init exec-as USER -- CMD [ARGS...]`: the privilege-dropping helper of the
-//! gateway slots' `run` files and of `hermes-main`. It replaces itself with CMD, run as
+//! gateway slots' `run` files (and of any hook or command that wants it). It replaces itself with CMD, run as
 //! USER when running as root and USER exists, as is otherwise.
 
 use crate::core::exit::code;

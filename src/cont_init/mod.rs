@@ -54,7 +54,7 @@ ENVIRONMENT:
                                as root [hermes]
 
 exec-as USER -- CMD: runs CMD as USER (with USER's groups) when running as root and USER
-exists, else as is; the gateway slots' run files and hermes-main use it to drop privileges.
+exists, else as is; the gateway slots' run files use it to drop privileges.
 
 EXIT CODES:
     0      every profile was handled (some may have been skipped)

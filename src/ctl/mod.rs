@@ -292,6 +292,9 @@ mod tests {
         };
         assert_eq!(flags.profile.as_deref(), Some("work"));
         assert!(matches!(parsed(&["--version"]), Ok(Invocation::Version)));
+        // --wait waits 30 s by default, as the protocol and the README say.
+        let Ok(Invocation::Run { flags, .. }) = parsed(&["start", "a", "--wait"]) else { panic!("not parsed") };
+        assert_eq!(flags.wait_limit(), Duration::from_secs(30));
         assert!(matches!(parsed(&["status", "-h"]), Ok(Invocation::Help)));
         // (arguments, part of the usage error)
         let bad: [(&[&str], &str); 7] = [

@@ -88,13 +88,19 @@ impl ControlServer {
         }
         let listener = UnixListener::bind(&path)?;
         listener.set_nonblocking(true)?;
-        let mode = match admin_gid {
-            Some(gid) => {
-                sys::chown_group(&path, gid)?;
-                0o660
+        let admin_gid = match admin_gid.map(|gid| (gid, sys::chown_group(&path, gid))) {
+            Some((gid, Ok(()))) => Some(gid),
+            Some((gid, Err(e))) => {
+                // Not root and not in that group: the socket stays the init's own uid's.
+                tracing::warn!(
+                    "cannot give the control socket to the admin group (gid {gid}): {e}; only root and uid {} may use it",
+                    sys::effective_uid()
+                );
+                None
             }
-            None => 0o600,
+            None => None,
         };
+        let mode = if admin_gid.is_some() { 0o660 } else { 0o600 };
         fs_err::set_permissions(&path, std::fs::Permissions::from_mode(mode))?;
         Ok(ControlServer { listener, path, clients: Vec::new(), admin_gid, own_uid: sys::effective_uid(), idle_limit })
     }
