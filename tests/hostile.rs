@@ -265,3 +265,54 @@ fn chrono_free_utc(secs: u64) -> String {
         std::process::Command::new("date").args(["-u", "-d", &format!("@{secs}"), "+%Y-%m-%dT%H:%M:%SZ"]).output();
     String::from_utf8_lossy(&out.unwrap().stdout).trim().to_string()
 }
+
+/// Issue 14, items 1 and 2: the gateway user cannot make root run its code through the
+/// control socket or the scan dir: a slot directory it owns (or one anyone may write) is
+/// not loaded, `remove` deletes only slot directories of the scan dir, a planted link at
+/// the status file's temporary name is not followed, and a FIFO as a gateway slot's
+/// `profile` marker freezes nothing.
+#[test]
+fn slot_directories_the_gateway_user_controls_are_refused() {
+    if !root_available() {
+        return;
+    }
+    let mut sv = Supervised::new();
+    let scratch = sv.scratch.dir.path().to_path_buf();
+    let victims = Victims::new(&scratch);
+    // The gateway user's own slot directory, with a run that would run as root.
+    let owned = sv.slot_in(&scratch.join("pool"), "mine", "touch /tmp/pwned-by-gateway; exec sleep 8601", &[]);
+    give_home_to_owner(&owned);
+    // A root-owned one that anyone may write.
+    let open = sv.slot_in(&scratch.join("pool"), "open", "exec sleep 8602", &[]);
+    fs::set_permissions(&open, fs::Permissions::from_mode(0o777)).unwrap();
+    // A trusted one outside the scan dir, and one in the scan dir with planted files.
+    let trusted = sv.slot_in(&scratch.join("pool"), "fine", "exec sleep 8603", &[]);
+    let planted = sv.slot("gateway-planted", "exec sleep 8604", &[]);
+    fs::create_dir_all(planted.join("supervise")).unwrap();
+    for i in 0..8 {
+        symlink(victims.path("passwd"), planted.join(format!("supervise/.status.json.tmp-{i}"))).unwrap();
+    }
+    symlink(victims.path("passwd"), planted.join("supervise/.status.json.tmp")).unwrap();
+    nix::unistd::mkfifo(&planted.join("profile"), nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+    let before = snapshot(&victims.dir);
+    sv.boot(true, &[("HERMES_INIT_READY_AFTER_MS", "50")]);
+    sv.wait_state("gateway-planted", "up");
+    for (dir, why) in [(&owned, "owned by uid 65534"), (&open, "writable by group or others")] {
+        let load = sv.ctl(&["load", dir.to_str().unwrap()]);
+        assert_eq!(load.code, 1, "{load:?}");
+        assert!(load.stderr.contains(why), "{load:?}");
+    }
+    assert!(!Path::new("/tmp/pwned-by-gateway").exists());
+    assert_eq!(sv.ctl(&["load", trusted.to_str().unwrap()]).code, 0);
+    let remove = sv.ctl(&["unload", "fine", "--remove"]);
+    assert_eq!(remove.code, 1, "{remove:?}");
+    assert!(remove.stderr.contains("only a slot directory of the scan dir"), "{remove:?}");
+    assert!(trusted.exists());
+    // The health API answers, the status was published, the links are untouched.
+    let (fds, _) = fds_and_rss(sv.reaper);
+    assert!(fds > 0);
+    assert_eq!(sv.ctl(&["health", "--level", "alive"]).code, 0);
+    assert!(planted.join("supervise/status.json").is_file());
+    sv.stop();
+    assert_eq!(before, snapshot(&victims.dir), "a file outside was changed");
+}

@@ -36,7 +36,9 @@ impl Gateway {
         if profile != "default" && !valid_profile_name(profile) {
             return None;
         }
-        slot_writer::slot_profile_dir(slot_dir)?;
+        // The marker, read as an entry of the slot directory, not followed.
+        let marker = crate::sys::beneath::Dir::open_root(slot_dir).ok()?.kind(slot_writer::SLOT_PROFILE_FILE).ok()?;
+        (marker == Some(crate::sys::beneath::Kind::File)).then_some(())?;
         let home = Home::new(home);
         let mut gateway = Gateway {
             profile: profile.to_string(),

@@ -22,7 +22,9 @@ use crate::reaper::gateway::Gateway;
 use crate::reaper::output::{self, LineSplitter};
 use crate::reaper::slotdir;
 use crate::sys;
+use crate::sys::beneath::Dir;
 use crate::sys::spawn::{SpawnOptions, spawn_clean};
+use crate::volume::atomic;
 
 /// Why a request about slots was not carried out.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -174,6 +176,9 @@ impl Supervisor {
         if self.slots.contains_key(&name) {
             return Err(SupervisorError::AlreadyLoaded(name));
         }
+        if !self.in_scan_dir(&dir) {
+            trusted(&dir).map_err(SupervisorError::BadSlot)?;
+        }
         let read = slotdir::read(&dir, &self.defaults).map_err(SupervisorError::BadSlot)?;
         let entry = Entry {
             output: Vec::new(),
@@ -268,10 +273,22 @@ impl Supervisor {
         sys::kill::signal_process(pid, sig).map_err(|e| SupervisorError::System(format!("slot {name}: {e}")))
     }
 
+    /// Whether `dir` is a directory directly in the scan dir.
+    fn in_scan_dir(&self, dir: &Path) -> bool {
+        dir.parent() == Some(self.scan_dir.as_path())
+    }
+
     /// Stops the slot, forgets it once its processes are gone, and removes its directory
-    /// then if `remove` is set.
+    /// then if `remove` is set (only a directory of the scan dir is ever removed).
     pub fn unload(&mut self, name: &str, remove: bool, now: Instant) -> Result<()> {
+        let scan_dir = self.scan_dir.clone();
         let entry = self.slots.get_mut(name).ok_or_else(|| SupervisorError::NoSuchSlot(name.to_string()))?;
+        if remove && entry.dir.parent() != Some(scan_dir.as_path()) {
+            return Err(SupervisorError::BadSlot(format!(
+                "{}: only a slot directory of the scan dir is removed; unload it without remove",
+                entry.dir.display()
+            )));
+        }
         entry.remove_dir_when_gone |= remove;
         self.act(name, Event::Unload, now);
         Ok(())
@@ -527,7 +544,10 @@ impl Supervisor {
                         tracing::info!(slot = %name, "unloaded");
                         self.dirty.remove(name);
                         if entry.remove_dir_when_gone {
-                            if let Err(e) = fs_err::remove_dir_all(&entry.dir) {
+                            // Through the scan dir's descriptor: the name is removed where it
+                            // is, never through a link.
+                            let removed = Dir::open_root(&self.scan_dir).and_then(|scan| scan.remove_dir_all(name));
+                            if let Err(e) = removed {
                                 tracing::warn!(slot = %name, "cannot remove {}: {e}", entry.dir.display());
                             }
                         } else {
@@ -591,16 +611,40 @@ fn spawn_finish(dir: &Path, code: i32, signal: i32) -> io::Result<Pid> {
     spawn_clean(command, SpawnOptions::default())
 }
 
-/// Writes `<dir>/supervise/status.json` through a temporary file and a rename, so a reader
-/// sees the old or the new status, never a mix.
+/// Writes `<dir>/supervise/status.json` through a uniquely named temporary file and a
+/// rename, so a reader sees the old or the new status, never a mix; reached through the
+/// slot directory's descriptor, following no link.
 fn write_status(dir: &Path, status: &SlotStatus) -> io::Result<()> {
-    let supervise = dir.join("supervise");
-    fs_err::create_dir_all(&supervise)?;
-    let tmp = supervise.join(".status.json.tmp");
+    let slot = Dir::open_root(dir)?;
+    let supervise = slot.create_dir("supervise", 0o755, None)?;
     let mut text = serde_json::to_vec_pretty(status).map_err(io::Error::other)?;
     text.push(b'\n');
-    fs_err::write(&tmp, &text)?;
-    fs_err::rename(&tmp, supervise.join("status.json"))
+    atomic::replace_with(&supervise, "status.json", ".status.json.tmp-", &text, 0o644, false, || true).map(drop)
+}
+
+/// Whether a slot directory outside the scan dir may be loaded: root runs its `run`, so it
+/// and its `run` must belong to root (or to the init's own user) and be writable by no one
+/// else.
+fn trusted(dir: &Path) -> std::result::Result<(), String> {
+    let own = sys::effective_uid();
+    let check = |path: &Path, meta: std::fs::Metadata| {
+        use std::os::unix::fs::MetadataExt;
+        if meta.file_type().is_symlink() {
+            return Err(format!("{}: a symlink (not followed)", path.display()));
+        }
+        if meta.uid() != 0 && meta.uid() != own {
+            return Err(format!("{}: owned by uid {}, not by root: not loaded", path.display(), meta.uid()));
+        }
+        if meta.mode() & 0o022 != 0 {
+            return Err(format!("{}: writable by group or others: not loaded", path.display()));
+        }
+        Ok(())
+    };
+    let meta = std::fs::symlink_metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    check(dir, meta)?;
+    let run = dir.join("run");
+    let meta = std::fs::symlink_metadata(&run).map_err(|e| format!("{}: {e}", run.display()))?;
+    check(&run, meta)
 }
 
 #[cfg(test)]

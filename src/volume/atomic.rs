@@ -61,15 +61,29 @@ fn temp_name(prefix: &str) -> String {
     format!("{prefix}{}-{nanos}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
 }
 
-/// Replaces `name` in `dir` with `bytes`. `still` is asked once the new file is on disk:
-/// when it answers false (the file changed meanwhile) nothing is replaced and the result
-/// is `Ok(false)`.
+/// Replaces `name` in `dir` with `bytes`, durably. `still` is asked once the new file is on
+/// disk: when it answers false (the file changed meanwhile) nothing is replaced and the
+/// result is `Ok(false)`.
 pub fn replace(
     dir: &Dir,
     name: &str,
     temp_prefix: &str,
     bytes: &[u8],
     default_mode: u32,
+    still: impl Fn() -> bool,
+) -> io::Result<bool> {
+    replace_with(dir, name, temp_prefix, bytes, default_mode, true, still)
+}
+
+/// `replace`, with the fsyncs only when `durable` (a tmpfs rebuilt at every boot needs
+/// atomicity, not durability).
+pub fn replace_with(
+    dir: &Dir,
+    name: &str,
+    temp_prefix: &str,
+    bytes: &[u8],
+    default_mode: u32,
+    durable: bool,
     still: impl Fn() -> bool,
 ) -> io::Result<bool> {
     let existing = dir.stat(name)?;
@@ -92,12 +106,16 @@ pub fn replace(
         file.write_all(bytes)?;
         // The mode asked for, whatever the umask took away.
         file.set_permissions(std::fs::Permissions::from_mode(mode))?;
-        file.sync_all()?;
+        if durable {
+            file.sync_all()?;
+        }
         if !still() {
             return Ok(false);
         }
         dir.rename(&tmp, name)?;
-        dir.sync()?;
+        if durable {
+            dir.sync()?;
+        }
         Ok(true)
     })();
     if !matches!(written, Ok(true)) {
