@@ -316,3 +316,42 @@ fn slot_directories_the_gateway_user_controls_are_refused() {
     sv.stop();
     assert_eq!(before, snapshot(&victims.dir), "a file outside was changed");
 }
+
+/// Issue 14, item 12: `exec-as` keeps the user's supplementary groups (the group database's),
+/// and drops everything else.
+#[test]
+fn exec_as_gives_the_users_own_groups() {
+    if !root_available() {
+        return;
+    }
+    // A supplementary group for `nobody`, for the length of the test.
+    let group = format!("hermes-t{}", std::process::id());
+    struct Remove(String);
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("groupdel").arg(&self.0).status();
+        }
+    }
+    assert!(std::process::Command::new("groupadd").arg(&group).status().unwrap().success());
+    let _remove = Remove(group.clone());
+    assert!(std::process::Command::new("usermod").args(["-aG", &group, "nobody"]).status().unwrap().success());
+    let out = std::process::Command::new(CONT_INIT)
+        .args(["exec-as", "nobody", "--", "sh", "-c", "id -u; id -G"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("65534"), "{text}");
+    let groups: Vec<&str> = lines.next().unwrap_or("").split_whitespace().collect();
+    let expected =
+        String::from_utf8_lossy(&std::process::Command::new("id").args(["-G", "nobody"]).output().unwrap().stdout)
+            .trim()
+            .to_string();
+    let mut want: Vec<&str> = expected.split_whitespace().collect();
+    let mut got = groups.clone();
+    want.sort();
+    got.sort();
+    assert_eq!(got, want, "the user's own groups, and not root's");
+    assert!(!groups.contains(&"0"), "root's group was kept: {text}");
+    assert!(want.len() >= 2, "nobody is in the test's group: {want:?}");
+}

@@ -453,3 +453,28 @@ fn an_unusable_runtime_dir_is_said_loudly() {
         assert!(done.stderr.contains(text), "{text}: {}", done.stderr);
     }
 }
+
+/// Issue 14, item 11: a CMD that was stopped (SIGSTOP) still handles the shutdown's
+/// SIGTERM, because SIGCONT follows it, and the container ends with CMD's own exit code.
+#[test]
+fn a_stopped_command_is_continued_at_shutdown() {
+    if !namespaces_available() {
+        return;
+    }
+    let scratch = Scratch::new();
+    let ready = scratch.path("ready");
+    let script = "trap 'exit 7' TERM; echo > \"$1\"; while :; do sleep 0.1; done";
+    let mut command = reaper_in_namespace(&["sh", "-c", script, "sh", ready.to_str().unwrap()]);
+    command.env("HERMES_INIT_KILL_GRACETIME_MS", "30000");
+    let running = start(command);
+    let reaper = running.reaper_pid(true);
+    wait_for("the command to be ready", LONG, || ready.exists());
+    let cmd = children(reaper)[0];
+    send_signal(cmd, Signal::SIGSTOP);
+    wait_for("the command to be stopped", LONG, || {
+        fs::read_to_string(format!("/proc/{cmd}/stat")).is_ok_and(|s| s.contains(") T "))
+    });
+    send_signal(reaper, Signal::SIGTERM);
+    let done = running.wait(LONG);
+    assert_eq!(done.code, 7, "CMD's own code, not 137 after the grace time: {done:?}");
+}

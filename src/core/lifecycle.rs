@@ -316,11 +316,15 @@ impl Lifecycle {
         };
         let mut actions = vec![Action::StopServices];
         let mut skip = Vec::new();
+        // SIGCONT after SIGTERM: a stopped process must wake up to handle it, or it would
+        // only ever end by the SIGKILL at the end of the grace time.
         for pid in self.command.into_iter().chain(self.running_hook()) {
             actions.push(Action::SignalGroup(pid, signal::TERM));
+            actions.push(Action::SignalGroup(pid, signal::CONT));
             skip.push(pid);
         }
-        actions.push(Action::SignalRest { signal: signal::TERM, skip, spare_slots: true });
+        actions.push(Action::SignalRest { signal: signal::TERM, skip: skip.clone(), spare_slots: true });
+        actions.push(Action::SignalRest { signal: signal::CONT, skip, spare_slots: true });
         self.phase = Phase::Stopping { kill_at: now + self.config.kill_grace, killed_at: None };
         actions
     }
@@ -344,8 +348,17 @@ mod tests {
         t0 + Duration::from_millis(n)
     }
 
-    fn term_all(skip: Vec<Pid>) -> Action {
-        Action::SignalRest { signal: signal::TERM, skip, spare_slots: true }
+    /// What a shutdown does: the slots stop; the groups of CMD or a running hook, then
+    /// everything else get SIGTERM, each followed by SIGCONT (a stopped process wakes up).
+    fn stop_all(groups: &[Pid]) -> Vec<Action> {
+        let mut actions = vec![Action::StopServices];
+        for pid in groups {
+            actions.push(Action::SignalGroup(*pid, signal::TERM));
+            actions.push(Action::SignalGroup(*pid, signal::CONT));
+        }
+        actions.push(Action::SignalRest { signal: signal::TERM, skip: groups.to_vec(), spare_slots: true });
+        actions.push(Action::SignalRest { signal: signal::CONT, skip: groups.to_vec(), spare_slots: true });
+        actions
     }
 
     #[test]
@@ -372,8 +385,8 @@ mod tests {
         let cases = [
             (HookFailurePolicy::Continue, ExitStatus::Code(4), vec![Action::LoadServices, Action::StartCommand], None),
             (HookFailurePolicy::Warn, ExitStatus::Code(4), vec![Action::LoadServices, Action::StartCommand], None),
-            (HookFailurePolicy::Stop, ExitStatus::Code(4), vec![Action::StopServices, term_all(vec![])], Some(4)),
-            (HookFailurePolicy::Stop, ExitStatus::Signaled(9), vec![Action::StopServices, term_all(vec![])], Some(137)),
+            (HookFailurePolicy::Stop, ExitStatus::Code(4), stop_all(&[]), Some(4)),
+            (HookFailurePolicy::Stop, ExitStatus::Signaled(9), stop_all(&[]), Some(137)),
             (HookFailurePolicy::Stop, ExitStatus::Code(0), vec![Action::LoadServices, Action::StartCommand], None),
         ];
         for (policy, status, want, code) in cases {
@@ -411,7 +424,7 @@ mod tests {
         let cfg = LifecycleConfig { hook_failure: HookFailurePolicy::Stop, ..config(true) };
         let mut life = Lifecycle::new(cfg, vec!["bad".into(), "never".into()]);
         life.start();
-        assert_eq!(life.hook_spawn_failed(t0, "exec format error"), vec![Action::StopServices, term_all(vec![])]);
+        assert_eq!(life.hook_spawn_failed(t0, "exec format error"), stop_all(&[]));
         assert_eq!(life.finished(false, t0), Some(126));
     }
 
@@ -426,11 +439,7 @@ mod tests {
             (signal::USR2, true, vec![Action::SignalGroup(Pid(9), signal::USR2)]),
             (signal::WINCH, false, vec![Action::SignalProcess(Pid(9), signal::WINCH)]),
             (signal::CHLD, false, vec![]),
-            (
-                signal::TERM,
-                false,
-                vec![Action::StopServices, Action::SignalGroup(Pid(9), signal::TERM), term_all(vec![Pid(9)])],
-            ),
+            (signal::TERM, false, stop_all(&[Pid(9)])),
         ];
         for (sig, group, want) in cases {
             let mut life = Lifecycle::new(LifecycleConfig { signal_group: group, ..config(true) }, vec![]);
@@ -447,7 +456,7 @@ mod tests {
             let mut life = Lifecycle::new(config(false), vec![]);
             assert_eq!(life.start(), vec![Action::LoadServices]);
             assert_eq!(life.on_signal(signal::HUP, t0), vec![]);
-            assert_eq!(life.on_signal(sig, t0), vec![Action::StopServices, term_all(vec![])]);
+            assert_eq!(life.on_signal(sig, t0), stop_all(&[]));
             assert_eq!(life.finished(false, t0), Some(0));
         }
     }
@@ -458,10 +467,7 @@ mod tests {
         let mut life = Lifecycle::new(config(true), vec!["h".into()]);
         life.start();
         life.hook_started(Pid(3), t0);
-        assert_eq!(
-            life.on_signal(signal::TERM, t0),
-            vec![Action::StopServices, Action::SignalGroup(Pid(3), signal::TERM), term_all(vec![Pid(3)])]
-        );
+        assert_eq!(life.on_signal(signal::TERM, t0), stop_all(&[Pid(3)]));
         // The hook's exit during the shutdown does not start the command.
         assert_eq!(life.on_exit(Pid(3), ExitStatus::Signaled(15), t0), vec![]);
         assert_eq!(life.finished(false, t0), Some(143));
@@ -494,7 +500,7 @@ mod tests {
         let mut life = Lifecycle::new(config(true), vec![]);
         life.start();
         life.command_started(Pid(4));
-        assert_eq!(life.on_exit(Pid(4), ExitStatus::Code(7), t0), vec![Action::StopServices, term_all(vec![])]);
+        assert_eq!(life.on_exit(Pid(4), ExitStatus::Code(7), t0), stop_all(&[]));
         assert_eq!(life.finished(true, t0), None);
         assert_eq!(life.finished(false, ms(t0, 1)), Some(7));
     }
@@ -516,7 +522,7 @@ mod tests {
         let t0 = Instant::now();
         let mut life = Lifecycle::new(config(true), vec![]);
         assert_eq!(life.start(), vec![Action::LoadServices, Action::StartCommand]);
-        assert_eq!(life.command_spawn_failed(127, t0), vec![Action::StopServices, term_all(vec![])]);
+        assert_eq!(life.command_spawn_failed(127, t0), stop_all(&[]));
         assert_eq!(life.finished(false, t0), Some(127));
     }
 }

@@ -21,10 +21,14 @@ pub fn exec_as(user: &str, argv: &[String]) -> io::Error {
                     Ok(name) => name,
                     Err(e) => return io::Error::other(e),
                 };
+                // The user's own groups, then its gid and uid, set here before the exec:
+                // `Command::uid` would clear the supplementary groups again.
                 if let Err(e) = nix::unistd::initgroups(&name, account.gid) {
                     return io::Error::other(format!("initgroups for {user}: {e}"));
                 }
-                command.uid(account.uid.as_raw()).gid(account.gid.as_raw());
+                if let Err(e) = nix::unistd::setgid(account.gid).and_then(|()| nix::unistd::setuid(account.uid)) {
+                    return io::Error::other(format!("cannot become {user}: {e}"));
+                }
             }
             // getpwnam(3): these errors also mean "no such user" (no /etc/passwd at all).
             Ok(None) | Err(nix::errno::Errno::ENOENT | nix::errno::Errno::ESRCH | nix::errno::Errno::EBADF) => {}
