@@ -355,3 +355,35 @@ fn exec_as_gives_the_users_own_groups() {
     assert!(!groups.contains(&"0"), "root's group was kept: {text}");
     assert!(want.len() >= 2, "nobody is in the test's group: {want:?}");
 }
+
+/// Issue 14, item 8: 600 idle connections to the health socket from one local user (it is
+/// mode 0666) cannot starve the HEALTHCHECK, which runs as root.
+#[test]
+fn idle_health_connections_of_one_user_do_not_starve_the_healthcheck() {
+    if !root_available() {
+        return;
+    }
+    let mut sv = Supervised::new();
+    fs::set_permissions(sv.scratch.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    sv.boot(true, &[]);
+    let socket = sv.scratch.path("run/health.sock");
+    let holder = "import socket, sys, time\n\
+                  held = []\n\
+                  for _ in range(600):\n\
+                  \x20   s = socket.socket(socket.AF_UNIX)\n\
+                  \x20   s.connect(sys.argv[1])\n\
+                  \x20   held.append(s)\n\
+                  print('held', flush=True)\n\
+                  time.sleep(120)\n";
+    let mut command = std::process::Command::new("setpriv");
+    assert!(Path::new("/usr/bin/python3").exists(), "this test needs /usr/bin/python3");
+    command.args(["--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3", "-c", holder]).arg(&socket);
+    let held = start(command);
+    wait_for("600 idle connections", LONG, || held.stdout_now().contains("held"));
+    let health = sv.ctl(&["health", "--level", "alive"]);
+    assert_eq!(health.code, 0, "{health:?}");
+    let full = sv.ctl(&["health"]);
+    assert!(full.stdout.contains("hermes-init"), "{full:?}");
+    drop(held);
+    sv.stop();
+}

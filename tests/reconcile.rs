@@ -619,3 +619,26 @@ fn issue10_no_intent_is_lost_to_a_gateway_rewriting_its_state_file() {
     c.sv.stop();
     assert!(lost.is_empty(), "lost intents: {lost:?}");
 }
+
+/// Issue 14, item 10: a scan dir that fills up (a tiny tmpfs, 200 profiles) makes the pass
+/// fail, says how many profiles are without a slot, and leaves no staging directory.
+#[test]
+fn issue14_a_full_scan_dir_fails_the_pass_and_leaves_no_staging() {
+    if !namespaces_available() {
+        return;
+    }
+    let fx = HomeFixture::new();
+    for i in 0..200 {
+        fx.profile(&format!("p{i:03}"), Some(r#"{"desired_state": "running"}"#));
+    }
+    let mut command = Command::new("unshare");
+    command.args(["--user", "--map-root-user", "--mount", "sh", "-c"]).arg(
+        "mount -t tmpfs -o size=64k tmpfs \"$1\" && \"$2\" --home \"$3\" --scan-dir \"$1\"; code=$?; ls -a \"$1\" | grep -c '^\\.staging' ; exit $code",
+    );
+    command.arg("sh").arg(fx.scan()).arg(CONT_INIT).arg(fx.home());
+    command.env_remove("HERMES_INIT_GATEWAY_CMD");
+    let out = start(command).wait(LONG);
+    assert_eq!(out.code, 111, "{out:?}");
+    assert!(out.stderr.contains("profiles are without a slot"), "{}", out.stderr);
+    assert_eq!(out.stdout.lines().last(), Some("0"), "staging directories left: {}", out.stdout);
+}

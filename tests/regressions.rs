@@ -199,3 +199,71 @@ fn issue10_a_stalled_log_reader_never_blocks_pid_1() {
     assert!(sent.elapsed() < Duration::from_secs(6), "{:?}", sent.elapsed());
     assert!(queued(&read) >= 60_000, "the pipe was never read");
 }
+
+/// Issue 14, item 9: with the reaper's descriptors exhausted by clients, a pending client is
+/// accepted and closed at once (not left pending while the loop spins on a readable
+/// listener), and a slot that cannot be spawned for want of descriptors is not failed.
+#[test]
+fn issue14_descriptor_exhaustion_neither_spins_nor_fails_slots() {
+    if !namespaces_available() {
+        return;
+    }
+    let sv = Supervised::new();
+    let mut command = std::process::Command::new(UNSHARE[0]);
+    command.args(&UNSHARE[1..]).args(["sh", "-c", "ulimit -n 40 && exec \"$0\"", REAPER]);
+    command
+        .env("HERMES_INIT_CONT_INIT_DIR", "/nonexistent")
+        .env("HERMES_INIT_SCAN_DIR", sv.scan_dir())
+        .env("HERMES_INIT_RUNTIME_DIR", sv.scratch.path("run"))
+        .env("HERMES_INIT_CONTROL_IDLE_MS", "600000")
+        .env("HERMES_INIT_CRASH_LIMIT", "3");
+    let running = start(command);
+    let reaper = running.reaper_pid(true);
+    wait_for("the control socket", LONG, || UnixStream::connect(sv.socket()).is_ok());
+    // Idle clients until the reaper has no descriptor left.
+    let mut held = Vec::new();
+    for _ in 0..60 {
+        held.push(UnixStream::connect(sv.socket()).unwrap());
+    }
+    wait_for("the descriptors to run out", LONG, || running.stderr_now().contains("out of descriptors"));
+    let before = cpu_time(reaper);
+    let mut late = UnixStream::connect(sv.socket()).unwrap();
+    late.set_read_timeout(Some(LONG)).unwrap();
+    let _ = late.write_all(b"{\"event\": \"slot.status\"}\n");
+    // Closed at once (no descriptor for it), or served: never left pending.
+    let mut line = String::new();
+    let started = Instant::now();
+    let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(&late), &mut line);
+    assert!(started.elapsed() < LONG, "the late client was left pending");
+    assert!(cpu_time(reaper).saturating_sub(before) < Duration::from_millis(500), "the loop spun");
+    drop(held);
+}
+
+/// Issue 14, item 9: a slot that cannot be spawned for want of descriptors waits and tries
+/// again; it is never put in `failed` for it (the crash limit here is 3).
+#[test]
+fn issue14_slots_starved_of_descriptors_wait_and_do_not_fail() {
+    if !namespaces_available() {
+        return;
+    }
+    let sv = Supervised::new();
+    for i in 0..20 {
+        sv.slot(&format!("s{i:02}"), &format!("exec sleep 88{i:02}"), &[]);
+    }
+    let mut command = std::process::Command::new(UNSHARE[0]);
+    command.args(&UNSHARE[1..]).args(["sh", "-c", "ulimit -n 28 && exec \"$0\"", REAPER]);
+    command
+        .env("HERMES_INIT_CONT_INIT_DIR", "/nonexistent")
+        .env("HERMES_INIT_SCAN_DIR", sv.scan_dir())
+        .env("HERMES_INIT_RUNTIME_DIR", sv.scratch.path("run"))
+        .env("HERMES_INIT_CRASH_LIMIT", "3");
+    let running = start(command);
+    let deferred = || running.stderr_now().matches("cannot start now").count();
+    let deadline = Instant::now() + LONG;
+    while deferred() < 20 {
+        assert!(Instant::now() < deadline, "no deferred spawns: {}", running.stderr_now());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!running.stderr_now().contains("failed, not restarting"), "{}", running.stderr_now());
+    assert!(!pids_with("sleep 880").is_empty(), "some slots run");
+}

@@ -123,6 +123,8 @@ pub struct Outcome {
     pub action: &'static str,
     pub desired: Option<String>,
     pub reason: Option<String>,
+    /// The slot could not be written (the scan dir is full or read-only).
+    pub slot_failed: bool,
 }
 
 impl Outcome {
@@ -171,7 +173,14 @@ pub fn run(pass: &Pass) -> i32 {
         let outcome = match found {
             Found::Skipped { name, reason } => {
                 eprintln!("hermes-cont-init: warning: profile {}: skipped: {reason}", shown(&name));
-                Outcome { profile: name, prior_state: None, action: "skipped", desired: None, reason: Some(reason) }
+                Outcome {
+                    profile: name,
+                    prior_state: None,
+                    action: "skipped",
+                    desired: None,
+                    reason: Some(reason),
+                    slot_failed: false,
+                }
             }
             Found::Profile { name, dir } => reconcile_one(pass, &name, &dir),
         };
@@ -212,7 +221,20 @@ pub fn run(pass: &Pass) -> i32 {
     {
         eprintln!("hermes-cont-init: warning: cannot append to the boot log: {e}");
     }
-    0
+    let without: Vec<String> = outcomes.iter().filter(|o| o.slot_failed).map(|o| shown(&o.profile)).collect();
+    if !without.is_empty() {
+        // Nothing half-written stays behind for the reaper to trip over.
+        slot_writer::sweep_staging(&pass.scan_dir);
+        eprintln!(
+            "hermes-cont-init: {} of {} profiles are without a slot (the scan dir {} could not be written): {}",
+            without.len(),
+            outcomes.len(),
+            pass.scan_dir.display(),
+            without.join(" ")
+        );
+        return code::SYSTEM;
+    }
+    code::OK
 }
 
 fn probe_writable(dir: &Path) -> std::io::Result<()> {
@@ -232,6 +254,7 @@ fn reconcile_one(pass: &Pass, name: &str, path: &Path) -> Outcome {
                 action: "skipped",
                 desired: None,
                 reason: Some(e.to_string()),
+                slot_failed: false,
             };
         }
     };
@@ -254,6 +277,7 @@ fn reconcile_one(pass: &Pass, name: &str, path: &Path) -> Outcome {
         action: if start { "started" } else { "registered" },
         desired: desired.clone(),
         reason: warning,
+        slot_failed: false,
     };
     if pass.dry_run {
         outcome.action = if start { "would-start" } else { "would-register" };
@@ -281,6 +305,7 @@ fn reconcile_one(pass: &Pass, name: &str, path: &Path) -> Outcome {
         eprintln!("hermes-cont-init: warning: profile {name}: cannot write its slot: {e}");
         outcome.action = "skipped";
         outcome.reason = Some(format!("cannot write the slot: {e}"));
+        outcome.slot_failed = true;
     }
     outcome
 }

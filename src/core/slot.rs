@@ -188,6 +188,9 @@ pub enum Event {
     /// The shell could not spawn `run`: the code a shell would give (126, 127) and why,
     /// in words that name the likely cause.
     SpawnFailed(i32, String),
+    /// The shell could not spawn `run` for want of a resource (descriptors, processes,
+    /// memory): not the service's fault, so no death is counted; it is tried again later.
+    SpawnDeferred(String),
     /// The service said it is ready (a newline on its notification fd).
     Ready,
     /// The leader was reaped.
@@ -395,6 +398,13 @@ impl Slot {
                 self.note_death(now);
                 self.after_group_gone(Exit { status, requested: false })
                     .unwrap_or_else(|exit| self.decide(exit, None, now))
+            }
+            Event::SpawnDeferred(cause) => {
+                if self.state == State::Spawning {
+                    self.spawn_error = Some(cause);
+                    self.state = State::Backoff { until: now + backoff::MIN_SPAWN_SPACING };
+                }
+                Vec::new()
             }
             Event::Ready => {
                 if let State::Starting { pid, .. } = self.state {

@@ -97,6 +97,7 @@ fn every_state_by_every_event() {
         ("unload", Unload),
         ("spawned", Spawned(Pid(300))),
         ("spawn-failed", SpawnFailed(126, "permission denied".into())),
+        ("spawn-deferred", SpawnDeferred("too many open files".into())),
         ("ready", Ready),
         ("leader-exited", LeaderExited(ExitStatus::Code(1))),
         ("group-gone", GroupGone),
@@ -105,65 +106,65 @@ fn every_state_by_every_event() {
         ("tick", Tick),
     ];
     // Rows in the order of `states`; columns in the order of `events`:
-    // start, stop, restart, shutdown, unload, spawned, spawn-failed, ready, leader-exited,
-    // group-gone, finish-started, finish-ended, tick.
+    // start, stop, restart, shutdown, unload, spawned, spawn-failed, spawn-deferred, ready,
+    // leader-exited, group-gone, finish-started, finish-ended, tick.
     #[rustfmt::skip]
     let table: Vec<(&str, Vec<Then>)> = vec![
         ("down", vec![
             to(S::Starting, &[Spawn]), Then::Same, to(S::Starting, &[Spawn]), Then::Same, to(S::Down, &[Forget]),
-            Then::Same, Then::Same, Then::Same, Then::Same,
+            Then::Same, Then::Same, Then::Same, Then::Same, Then::Same,
             Then::Same, Then::Same, Then::Same, Then::Same,
         ]),
         // A transient: the shell answers a spawn at once, so only the intent can change here.
         ("spawning", vec![
             Then::Same, to(S::Starting, &[]), Then::Same, Then::Same, to(S::Starting, &[]),
-            to(S::Starting, &[]), to(S::Backoff, &[]), Then::Same, Then::Same,
+            to(S::Starting, &[]), to(S::Backoff, &[]), to(S::Backoff, &[]), Then::Same, Then::Same,
             Then::Same, Then::Same, Then::Same, Then::Same,
         ]),
         ("starting", vec![
             Then::Same, to(S::Stopping, &stop), to(S::Stopping, &stop), to(S::Stopping, &stop), to(S::Stopping, &stop),
-            Then::Same, Then::Same, to(S::Up, &[]), to(S::Stopping, &[SignalGroup(Pid(100), KILL)]),
+            Then::Same, Then::Same, Then::Same, to(S::Up, &[]), to(S::Stopping, &[SignalGroup(Pid(100), KILL)]),
             Then::Same, Then::Same, Then::Same, to(S::Up, &[]),
         ]),
         ("up", vec![
             Then::Same, to(S::Stopping, &stop), to(S::Stopping, &stop), to(S::Stopping, &stop), to(S::Stopping, &stop),
-            Then::Same, Then::Same, Then::Same, to(S::Stopping, &[SignalGroup(Pid(100), KILL)]),
+            Then::Same, Then::Same, Then::Same, Then::Same, to(S::Stopping, &[SignalGroup(Pid(100), KILL)]),
             Then::Same, Then::Same, Then::Same, Then::Same,
         ]),
         ("stopping", vec![
             to(S::Stopping, &[]), Then::Same, to(S::Stopping, &[]), Then::Same, to(S::Stopping, &[]),
-            Then::Same, Then::Same, Then::Same, to(S::Stopping, &[]),
+            Then::Same, Then::Same, Then::Same, Then::Same, to(S::Stopping, &[]),
             Then::Same, Then::Same, Then::Same, to(S::Stopping, &[SignalGroup(Pid(100), KILL)]),
         ]),
         // The leader died at the stop signal; the rest of its group must still be killed.
         ("stopping-drained", vec![
             to(S::Stopping, &[]), Then::Same, to(S::Stopping, &[]), Then::Same, to(S::Stopping, &[]),
-            Then::Same, Then::Same, Then::Same, Then::Same,
+            Then::Same, Then::Same, Then::Same, Then::Same, Then::Same,
             to(S::Down, &[]), Then::Same, Then::Same, to(S::Stopping, &[SignalGroup(Pid(100), KILL)]),
         ]),
         ("crashed", vec![
             Then::Same, to(S::Stopping, &[]), Then::Same, to(S::Stopping, &[]), to(S::Stopping, &[]),
-            Then::Same, Then::Same, Then::Same, Then::Same,
+            Then::Same, Then::Same, Then::Same, Then::Same, Then::Same,
             to(S::Backoff, &[]), Then::Same, Then::Same, Then::Same,
         ]),
         ("finish-pending", vec![
             Then::Same, to(S::Finishing, &[]), Then::Same, to(S::Finishing, &[]), to(S::Finishing, &[]),
-            Then::Same, Then::Same, Then::Same, Then::Same,
+            Then::Same, Then::Same, Then::Same, Then::Same, Then::Same,
             Then::Same, to(S::Finishing, &[]), to(S::Backoff, &[]), Then::Same,
         ]),
         ("finishing", vec![
             Then::Same, to(S::Finishing, &[]), Then::Same, to(S::Finishing, &[]), to(S::Finishing, &[]),
-            Then::Same, Then::Same, Then::Same, Then::Same,
+            Then::Same, Then::Same, Then::Same, Then::Same, Then::Same,
             Then::Same, Then::Same, to(S::Backoff, &[]), to(S::Finishing, &[SignalGroup(Pid(200), KILL)]),
         ]),
         ("backoff", vec![
             to(S::Starting, &[Spawn]), to(S::Down, &[]), to(S::Starting, &[Spawn]), to(S::Down, &[]), to(S::Down, &[Forget]),
-            Then::Same, Then::Same, Then::Same, Then::Same,
+            Then::Same, Then::Same, Then::Same, Then::Same, Then::Same,
             Then::Same, Then::Same, Then::Same, to(S::Starting, &[Spawn]),
         ]),
         ("failed", vec![
             to(S::Starting, &[Spawn]), to(S::Down, &[]), to(S::Starting, &[Spawn]), Then::Same, to(S::Failed, &[Forget]),
-            Then::Same, Then::Same, Then::Same, Then::Same,
+            Then::Same, Then::Same, Then::Same, Then::Same, Then::Same,
             Then::Same, Then::Same, Then::Same, Then::Same,
         ]),
     ];
@@ -193,7 +194,7 @@ fn every_state_by_every_event() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 11 * 13);
+    assert_eq!(checked, 11 * 14);
 }
 
 /// What is wanted after each operator event, from a running slot.

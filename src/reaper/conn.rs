@@ -73,6 +73,49 @@ impl Write for Stream {
     }
 }
 
+/// A descriptor held in reserve. When the process has none left, a pending client keeps
+/// the listener readable while `accept` fails, and the loop would spin; giving the reserve
+/// up for a moment lets that client be accepted and closed at once (the classic remedy).
+pub struct FdReserve {
+    spare: Option<std::fs::File>,
+    /// Out of descriptors now: said once per stretch.
+    short: bool,
+}
+
+impl Default for FdReserve {
+    fn default() -> FdReserve {
+        FdReserve { spare: std::fs::File::open("/dev/null").ok(), short: false }
+    }
+}
+
+impl FdReserve {
+    /// After `accept` failed with `error`: if it is for want of descriptors, frees the
+    /// reserve, accepts and drops one client with `accept_and_drop`, and takes the reserve
+    /// back. Returns whether the listener should be tried again.
+    pub fn on_accept_error(&mut self, what: &str, error: &io::Error, accept_and_drop: impl FnOnce() -> bool) -> bool {
+        if !crate::sys::out_of_descriptors(error) {
+            tracing::warn!("{what}: accept failed: {error}");
+            return false;
+        }
+        if !self.short {
+            self.short = true;
+            tracing::warn!("{what}: out of descriptors ({error}): new clients are turned away until some are free");
+        }
+        self.spare = None;
+        let dropped = accept_and_drop();
+        self.spare = std::fs::File::open("/dev/null").ok();
+        dropped
+    }
+
+    /// An accept succeeded: the shortage, if any, is over.
+    pub fn recovered(&mut self, what: &str) {
+        if self.short {
+            self.short = false;
+            tracing::info!("{what}: descriptors available again");
+        }
+    }
+}
+
 /// One accepted connection.
 pub struct Connection {
     stream: Stream,

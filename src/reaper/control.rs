@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use crate::core::slot::{Event, StateName};
 use crate::proto::control::{ErrorKind, MAX_LINE, Reply, ReplyData, Request, Wait, WaitFor, parse_request};
-use crate::reaper::conn::{Connection, Stream};
+use crate::reaper::conn::{Connection, FdReserve, Stream};
 use crate::reaper::supervisor::{Supervisor, SupervisorError};
 use crate::sys::{self, Interest};
 
@@ -61,6 +61,7 @@ pub struct ControlServer {
     admin_gid: Option<u32>,
     own_uid: u32,
     idle_limit: Duration,
+    reserve: FdReserve,
 }
 
 /// What the loop must do after serving the clients.
@@ -102,7 +103,15 @@ impl ControlServer {
         };
         let mode = if admin_gid.is_some() { 0o660 } else { 0o600 };
         fs_err::set_permissions(&path, std::fs::Permissions::from_mode(mode))?;
-        Ok(ControlServer { listener, path, clients: Vec::new(), admin_gid, own_uid: sys::effective_uid(), idle_limit })
+        Ok(ControlServer {
+            listener,
+            path,
+            clients: Vec::new(),
+            admin_gid,
+            own_uid: sys::effective_uid(),
+            idle_limit,
+            reserve: FdReserve::default(),
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -203,11 +212,17 @@ impl ControlServer {
     fn accept(&mut self, now: Instant) {
         loop {
             let stream = match self.listener.accept() {
-                Ok((stream, _)) => stream,
+                Ok((stream, _)) => {
+                    self.reserve.recovered("control socket");
+                    stream
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    tracing::warn!("control socket: accept failed: {e}");
+                    let listener = &self.listener;
+                    if self.reserve.on_accept_error("control socket", &e, || listener.accept().is_ok()) {
+                        continue;
+                    }
                     return;
                 }
             };

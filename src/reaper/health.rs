@@ -20,7 +20,7 @@ use serde::Serialize;
 
 use crate::proto::health::{Alive, HealthDoc, HealthStatus, HttpError, Slots};
 use crate::proto::status::SlotStatus;
-use crate::reaper::conn::{Connection, Stream};
+use crate::reaper::conn::{Connection, FdReserve, Stream};
 use crate::reaper::supervisor::Supervisor;
 use crate::sys::Interest;
 
@@ -30,6 +30,20 @@ pub const MAX_HEAD: usize = 8 * 1024;
 pub const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
 /// The most connections served at once.
 pub const MAX_CONNECTIONS: usize = 512;
+/// The most connections one peer (a uid on the unix socket, an address on TCP) may hold:
+/// idle connections from one local user cannot starve the HEALTHCHECK.
+pub const PER_PEER: usize = 64;
+/// Connections kept for root and the init's own user (the HEALTHCHECK, probes by exec)
+/// beyond the others' limit.
+pub const RESERVED: usize = 32;
+
+/// Who is at the other end of a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Peer {
+    Uid(u32),
+    Address(std::net::IpAddr),
+    Unknown,
+}
 
 /// What the health document needs beyond the slots.
 #[derive(Debug, Clone, Copy)]
@@ -40,6 +54,7 @@ pub struct InitState {
 struct Exchange {
     conn: Connection,
     answered: bool,
+    peer: Peer,
 }
 
 /// The listeners and open connections.
@@ -50,6 +65,8 @@ pub struct HealthServer {
     exchanges: Vec<Exchange>,
     started_at: SystemTime,
     started: Instant,
+    reserve: FdReserve,
+    own_uid: u32,
 }
 
 /// Which descriptor of `poll_fds` a readiness belongs to.
@@ -92,6 +109,8 @@ impl HealthServer {
             exchanges: Vec::new(),
             started_at: SystemTime::now(),
             started: Instant::now(),
+            reserve: FdReserve::default(),
+            own_uid: crate::sys::effective_uid(),
         })
     }
 
@@ -120,11 +139,12 @@ impl HealthServer {
         for &(source, readable, writable) in ready {
             match source {
                 Source::UnixListener if readable => {
-                    accept_all(|| self.unix.accept().map(|(s, _)| Stream::Unix(s)), &mut fresh)
+                    let unix = &self.unix;
+                    accept_all(&mut self.reserve, || unix.accept().map(|(s, _)| Stream::Unix(s)), &mut fresh)
                 }
                 Source::TcpListener if readable => {
                     if let Some(tcp) = &self.tcp {
-                        accept_all(|| tcp.accept().map(|(s, _)| Stream::Tcp(s)), &mut fresh);
+                        accept_all(&mut self.reserve, || tcp.accept().map(|(s, _)| Stream::Tcp(s)), &mut fresh);
                     }
                 }
                 Source::Connection(i) => {
@@ -152,11 +172,18 @@ impl HealthServer {
             }
         }
         for stream in fresh {
-            if self.exchanges.len() >= MAX_CONNECTIONS {
+            let peer = match &stream {
+                Stream::Unix(s) => crate::sys::peer_credentials(s).map_or(Peer::Unknown, |(_, uid, _)| Peer::Uid(uid)),
+                Stream::Tcp(s) => s.peer_addr().map_or(Peer::Unknown, |a| Peer::Address(a.ip())),
+            };
+            let privileged = matches!(peer, Peer::Uid(uid) if uid == 0 || uid == self.own_uid);
+            let limit = if privileged { MAX_CONNECTIONS + RESERVED } else { MAX_CONNECTIONS };
+            let same_peer = self.exchanges.iter().filter(|e| e.peer == peer).count();
+            if self.exchanges.len() >= limit || (!privileged && same_peer >= PER_PEER) {
                 continue; // dropped: the client sees a closed connection
             }
             if let Ok(conn) = Connection::new(stream, now + REQUEST_DEADLINE) {
-                self.exchanges.push(Exchange { conn, answered: false });
+                self.exchanges.push(Exchange { conn, answered: false, peer });
             }
         }
         // Done: dead, or answered with the whole response written.
@@ -195,12 +222,20 @@ impl Drop for HealthServer {
     }
 }
 
-fn accept_all(mut accept: impl FnMut() -> io::Result<Stream>, out: &mut Vec<Stream>) {
+fn accept_all(reserve: &mut FdReserve, mut accept: impl FnMut() -> io::Result<Stream>, out: &mut Vec<Stream>) {
     for _ in 0..MAX_CONNECTIONS {
         match accept() {
-            Ok(stream) => out.push(stream),
+            Ok(stream) => {
+                reserve.recovered("health API");
+                out.push(stream);
+            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(_) => return,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            Err(e) => {
+                if !reserve.on_accept_error("health API", &e, || accept().is_ok()) {
+                    return;
+                }
+            }
         }
     }
 }

@@ -509,6 +509,12 @@ impl Supervisor {
                         tracing::info!(slot = %name, "started (pid {pid})");
                         queue.extend(entry.slot.handle(Event::Spawned(pid), now));
                     }
+                    Err(e) if sys::resource_exhausted(&e) => {
+                        // Out of descriptors, processes or memory: not the service's fault,
+                        // no crash is counted; it is tried again in a second.
+                        tracing::warn!(slot = %name, "cannot start now: {e}; trying again");
+                        queue.extend(entry.slot.handle(Event::SpawnDeferred(e.to_string()), now));
+                    }
                     Err(e) => {
                         let code =
                             if e.kind() == io::ErrorKind::NotFound { code::NOT_FOUND } else { code::CANNOT_EXECUTE };

@@ -128,6 +128,17 @@ pub fn wait_ready(fds: &[(BorrowedFd<'_>, Interest)], timeout: Option<Duration>)
     }
 }
 
+/// Whether an error says the process or the system has run out of a resource (descriptors,
+/// processes, memory): a condition to wait out, not a fault of what was being done.
+pub fn resource_exhausted(error: &io::Error) -> bool {
+    matches!(error.raw_os_error(), Some(nix::libc::EMFILE | nix::libc::ENFILE | nix::libc::EAGAIN | nix::libc::ENOMEM))
+}
+
+/// Whether an error says the process or the system has no descriptor left.
+pub fn out_of_descriptors(error: &io::Error) -> bool {
+    matches!(error.raw_os_error(), Some(nix::libc::EMFILE | nix::libc::ENFILE))
+}
+
 /// Whether `path` is on a filesystem mounted `noexec`.
 pub fn mounted_noexec(path: &std::path::Path) -> bool {
     nix::sys::statvfs::statvfs(path).is_ok_and(|s| s.flags().contains(nix::sys::statvfs::FsFlags::ST_NOEXEC))

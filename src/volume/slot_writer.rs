@@ -105,22 +105,28 @@ pub fn write_slot(scan_dir: &Path, slot: &GatewaySlot, down: bool) -> io::Result
     }
     let write = |file: &str, text: &str, mode: u32| -> io::Result<()> {
         let path = staging.join(file);
-        let mut f = std::fs::File::create(&path)?;
+        let mut f = fs_err::File::create(&path)?;
         f.write_all(text.as_bytes())?;
         f.set_permissions(std::fs::Permissions::from_mode(mode))
     };
-    write("run", &run, 0o755)?;
-    write(SLOT_PROFILE_FILE, &profile_line, 0o644)?;
-    if down {
-        write("down", "", 0o644)?;
+    let written = (|| {
+        write("run", &run, 0o755)?;
+        write(SLOT_PROFILE_FILE, &profile_line, 0o644)?;
+        if down {
+            write("down", "", 0o644)?;
+        }
+        if exists {
+            files::exchange(&staging, &target)?;
+            fs_err::remove_dir_all(&staging)
+        } else {
+            fs_err::rename(&staging, &target)
+        }
+    })();
+    if written.is_err() {
+        // A full scan dir must not keep half a slot.
+        let _ = fs_err::remove_dir_all(&staging);
     }
-    if exists {
-        files::exchange(&staging, &target)?;
-        fs_err::remove_dir_all(&staging)?;
-    } else {
-        fs_err::rename(&staging, &target)?;
-    }
-    Ok(target)
+    written.map(|()| target)
 }
 
 /// Removes staging directories left by an interrupted pass; returns how many.
