@@ -170,6 +170,9 @@ fn links_planted_everywhere_root_touches_change_nothing_outside_the_volume() {
     symlink(victims.path("logdir"), home.join("profiles/epsilon")).unwrap();
     // A link inside a profile that is deleted.
     symlink(victims.path("deleted-dir"), home.join("profiles/zeta/link")).unwrap();
+    // A FIFO as a port file: reading it would hang the boot pass and `profile create`.
+    nix::unistd::mkfifo(&home.join("profiles/gamma/gateway.port"), nix::sys::stat::Mode::from_bits_truncate(0o644))
+        .unwrap();
     give_home_to_owner(&home);
     let before = snapshot(&victims.dir);
 
@@ -248,6 +251,10 @@ fn files_root_creates_belong_to_the_volume_owner_and_its_gateway_can_use_them() 
     }
     let mut c = hostile_container();
     let victims = Victims::new(c.fx.scratch.dir.path());
+    // A FIFO as the boot log: opening it for writing would hang the boot pass.
+    fs::create_dir_all(c.fx.home().join("logs")).unwrap();
+    nix::unistd::mkfifo(&c.fx.home().join("logs/container-boot.log"), nix::sys::stat::Mode::from_bits_truncate(0o644))
+        .unwrap();
     give_home_to_owner(&c.fx.home());
     c.boot();
     // Root creates the profile; the gateway, as the owner, writes its state there.
