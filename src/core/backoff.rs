@@ -1,8 +1,9 @@
 //! Restart spacing for a supervised slot: exponential backoff with a floor between spawns.
 //!
-//! Invariants: the k-th consecutive restart waits 0.5 s * 2^(k-1), capped at 30 s; no two
-//! spawns of one slot are ever less than 1 s apart; a service that stayed up for 30 s
-//! before it died starts over at the first step.
+//! Invariants: the k-th restart after deaths in quick succession waits 0.5 s * 2^(k-1),
+//! capped at 30 s; no two spawns of one slot are ever less than 1 s apart; a service that
+//! ran for at least that second before it died is restarted at once and starts over at the
+//! first step (the slot machine decides that; this module only computes the spacing).
 
 use std::time::{Duration, Instant};
 
@@ -12,8 +13,6 @@ pub const BASE: Duration = Duration::from_millis(500);
 pub const CAP: Duration = Duration::from_secs(30);
 /// The shortest time between two spawns of one slot.
 pub const MIN_SPAWN_SPACING: Duration = Duration::from_secs(1);
-/// Up this long before dying, a service is considered healthy and the backoff resets.
-pub const RESET_AFTER: Duration = Duration::from_secs(30);
 
 /// The delay before the `attempt`-th consecutive restart (1-based; 0 means no delay).
 pub fn delay(attempt: u32) -> Duration {

@@ -255,6 +255,10 @@ pub struct Slot {
     recent_deaths: VecDeque<Instant>,
     /// Why the last spawn failed, until a spawn succeeds.
     spawn_error: Option<String>,
+    /// When the running leader was spawned.
+    spawned_at: Option<Instant>,
+    /// How long the last leader ran before it died (zero for a spawn that failed).
+    last_run: Duration,
 }
 
 impl Slot {
@@ -273,6 +277,8 @@ impl Slot {
             attempt: 0,
             recent_deaths: VecDeque::new(),
             spawn_error: None,
+            spawned_at: None,
+            last_run: Duration::ZERO,
         }
     }
 
@@ -383,6 +389,7 @@ impl Slot {
             Event::Spawned(pid) => {
                 if self.state == State::Spawning {
                     self.spawn_error = None;
+                    self.spawned_at = Some(now);
                     let ready_at = (!self.settings.notification).then(|| now + self.settings.ready_after);
                     self.state = State::Starting { pid, ready_at };
                 }
@@ -395,6 +402,7 @@ impl Slot {
                 let status = ExitStatus::Code(code);
                 self.last_exit = Some(status);
                 self.spawn_error = Some(cause);
+                self.last_run = Duration::ZERO;
                 self.note_death(now);
                 self.after_group_gone(Exit { status, requested: false })
                     .unwrap_or_else(|exit| self.decide(exit, None, now))
@@ -485,9 +493,7 @@ impl Slot {
         match &mut self.state {
             State::Starting { pid, .. } | State::Up { pid } => {
                 let group = *pid;
-                if self.last_spawn.is_some_and(|at| now.saturating_duration_since(at) >= backoff::RESET_AFTER) {
-                    self.attempt = 0;
-                }
+                self.last_run = self.spawned_at.map_or(Duration::ZERO, |at| now.saturating_duration_since(at));
                 self.note_death(now);
                 self.last_exit = Some(status);
                 // Whatever the dead leader left in its group must not outlive it: a second
@@ -578,8 +584,14 @@ impl Slot {
             // A restart: no crash, no backoff step, only the spacing between spawns.
             return self.try_spawn(now);
         }
-        self.attempt += 1;
         self.restarts += 1;
+        // A service that ran for at least the spawn spacing is started again at once, in
+        // the same loop turn as the reap; only deaths in quick succession back off.
+        if self.last_run >= backoff::MIN_SPAWN_SPACING {
+            self.attempt = 0;
+            return self.try_spawn(now);
+        }
+        self.attempt += 1;
         let until = backoff::next_spawn(now, self.attempt, self.last_spawn);
         if until <= now {
             return self.try_spawn(now);

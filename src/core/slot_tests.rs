@@ -84,7 +84,8 @@ fn the_builders_reach_the_states_they_name() {
     );
 }
 
-/// Every state × every event, ten seconds after the state was reached (every deadline is due).
+/// Every state × every event, ten seconds after the state was reached (every deadline is
+/// due; the services of the builders die as soon as they start, so their verdict backs off).
 #[test]
 fn every_state_by_every_event() {
     use StateName as S;
@@ -277,39 +278,63 @@ fn a_crash_kills_the_rest_of_the_group_and_waits_for_it_before_respawning() {
     // Nothing spawns while a member of the old group lives, whatever is asked.
     assert_eq!(slot.handle(Start, at(t0, 5001)), vec![]);
     assert_eq!(slot.handle(Tick, at(t0, 9000)), vec![]);
-    // The group is gone: first restart after 0.5 s.
-    assert_eq!(slot.handle(GroupGone, at(t0, 5002)), vec![]);
-    assert_eq!(slot.state(), &State::Backoff { until: at(t0, 5502) });
-    assert_eq!(slot.handle(Tick, at(t0, 5501)), vec![]);
-    assert_eq!(slot.handle(Tick, at(t0, 5502)), vec![Spawn]);
+    // The group is gone: it ran 5 s, so it is started again at once.
+    assert_eq!(slot.handle(GroupGone, at(t0, 5002)), vec![Spawn]);
     assert_eq!(slot.snapshot().restarts, 1);
 }
 
+/// Immediate respawn against backoff, by how long the service ran before it died:
+/// (ran ms, the backoff deadline in ms, or none: started again at once).
 #[test]
-fn backoff_doubles_on_repeated_deaths_after_ready_and_resets_after_30_s_up() {
+fn a_service_that_ran_a_second_is_restarted_at_once_and_a_quick_death_backs_off() {
+    let cases: [(u64, Option<u64>); 5] =
+        [(1000, None), (30_000, None), (999, Some(1499)), (100, Some(1000)), (0, Some(1000))];
+    for (ran, backoff_until) in cases {
+        let t0 = Instant::now();
+        let mut slot = running(t0, SlotSettings::default());
+        slot.handle(LeaderExited(ExitStatus::Code(1)), at(t0, ran));
+        let actions = slot.handle(GroupGone, at(t0, ran));
+        match backoff_until {
+            None => assert_eq!(actions, vec![Spawn], "ran {ran} ms: at once"),
+            Some(ms) => {
+                assert_eq!(actions, vec![], "ran {ran} ms");
+                // 0.5 s after the death, but never less than 1 s after the last spawn.
+                assert_eq!(slot.state(), &State::Backoff { until: at(t0, ms) }, "ran {ran} ms");
+            }
+        }
+    }
+}
+
+/// Deaths in quick succession double the delay; a run of a second starts it over.
+#[test]
+fn backoff_doubles_on_deaths_in_quick_succession_and_starts_over_after_a_second_up() {
     let t0 = Instant::now();
     // (a high crash limit: this is about the backoff, not the crash-loop guard)
     let mut slot = running(t0, SlotSettings { crash_limit: 100, ..SlotSettings::default() });
-    let mut now = t0;
-    let mut delays = Vec::new();
+    let mut spawned = t0;
+    let mut gaps = Vec::new();
     for _ in 0..5 {
-        now += Duration::from_millis(1500);
-        slot.handle(Tick, now); // ready
-        slot.handle(LeaderExited(ExitStatus::Code(1)), now);
-        slot.handle(GroupGone, now);
+        let died = spawned + Duration::from_millis(100);
+        slot.handle(LeaderExited(ExitStatus::Code(1)), died);
+        slot.handle(GroupGone, died);
         let spawn_at = slot.deadline().expect("a backoff deadline");
-        delays.push(spawn_at.duration_since(now).as_millis());
         assert_eq!(slot.handle(Tick, spawn_at), vec![Spawn]);
         slot.handle(Spawned(Pid(200)), spawn_at);
-        now = spawn_at;
+        gaps.push(spawn_at.duration_since(spawned).as_millis());
+        spawned = spawn_at;
     }
-    assert_eq!(delays, [500, 1000, 2000, 4000, 8000]);
-    // Up for 30 s: the next death starts over at 0.5 s.
-    slot.handle(Tick, now + Duration::from_secs(1));
-    now += Duration::from_secs(31);
-    slot.handle(LeaderExited(ExitStatus::Code(1)), now);
-    slot.handle(GroupGone, now);
-    assert_eq!(slot.deadline().map(|d| d.duration_since(now).as_millis()), Some(500));
+    // 0.5, 1, 2, 4, 8 s after each death, and never closer than 1 s between spawns.
+    assert_eq!(gaps, [1000, 1100, 2100, 4100, 8100]);
+    // Up for a second and a half: the next death is restarted at once...
+    let died = spawned + Duration::from_millis(1500);
+    slot.handle(LeaderExited(ExitStatus::Code(1)), died);
+    assert_eq!(slot.handle(GroupGone, died), vec![Spawn]);
+    slot.handle(Spawned(Pid(201)), died);
+    // ... and the backoff starts over at its first step.
+    let quick = died + Duration::from_millis(100);
+    slot.handle(LeaderExited(ExitStatus::Code(1)), quick);
+    slot.handle(GroupGone, quick);
+    assert_eq!(slot.deadline(), Some(died + Duration::from_millis(1000)), "the first step again");
 }
 
 #[test]
@@ -442,9 +467,8 @@ fn deaths_after_ready_count_toward_the_crash_loop_too() {
             );
             return;
         }
-        let until = slot.deadline().expect("backoff");
-        now = until;
-        assert_eq!(slot.handle(Tick, now), vec![Spawn]);
+        // It ran over a second: started again at once.
+        assert_eq!(actions, vec![Spawn]);
         slot.handle(Spawned(Pid(900 + death)), now);
     }
     panic!("no crash loop");
