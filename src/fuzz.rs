@@ -66,7 +66,7 @@ fn sample_document() -> HealthDoc {
         version: "0".into(),
         uptime: 0.0,
         started_at: 0,
-        slots: Slots { loaded: vec!["a".into()], count: 1, details: vec![slot] },
+        slots: Slots::new(vec![slot]),
     }
 }
 

@@ -29,7 +29,7 @@ fn get(sv: &Supervised, path: &str) -> (u16, Value) {
 }
 
 fn detail<'a>(doc: &'a Value, slot: &str) -> Option<&'a Value> {
-    doc["slots"]["details"].as_array()?.iter().find(|d| d["slot"] == slot)
+    doc["slots"]["details"].get(slot).filter(|d| d["slot"] == slot)
 }
 
 #[test]
@@ -90,7 +90,7 @@ fn health_document_follows_starts_kills_loads_and_unloads_at_once() {
     assert_eq!(get(&sv, "/api/health?level=alive").0, 200);
     let (code, slots) = get(&sv, "/api/slots");
     assert_eq!(code, 200);
-    assert_eq!(slots.as_array().map(Vec::len), Some(2));
+    assert_eq!(slots.as_object().map(|o| o.len()), Some(2), "keyed by slot name: {slots}");
     sv.stop();
 }
 
@@ -213,7 +213,7 @@ fn hermesctl_health_exit_codes() {
     assert_eq!(sv.ctl(&["health", "--level", "alive"]).code, 0);
     let json_out = sv.ctl(&["health", "--json"]);
     let doc: Value = serde_json::from_str(&json_out.stdout).unwrap();
-    assert!(doc["slots"]["details"].is_array());
+    assert!(doc["slots"]["details"].is_object(), "details keyed by slot name");
     assert_eq!(sv.ctl(&["health", "--level", "maybe"]).code, 100);
     sv.stop();
     let gone = sv.ctl(&["health"]);

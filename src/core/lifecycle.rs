@@ -171,7 +171,7 @@ impl Lifecycle {
             return self.begin_stop(StopReason::Signal(sig), now);
         }
         match self.command {
-            Some(pid) if signal::FORWARDED.contains(&sig) => {
+            Some(pid) if signal::forwarded(sig) => {
                 tracing::debug!("forwarding {} to the main command (pid {pid})", signal::name(sig));
                 if self.config.signal_group {
                     vec![Action::SignalGroup(pid, sig)]

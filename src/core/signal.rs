@@ -16,8 +16,24 @@ pub const CHLD: i32 = 17;
 pub const CONT: i32 = 18;
 pub const WINCH: i32 = 28;
 
-/// The signals passed on to the main command.
-pub const FORWARDED: [i32; 7] = [TERM, INT, HUP, QUIT, USR1, USR2, WINCH];
+/// Signals that concern the init itself and are never forwarded: faults raised by its own
+/// code (ILL, TRAP, ABRT, BUS, FPE, SEGV, SYS), the two that cannot be caught (KILL, STOP),
+/// and CHLD, which is the reaper's.
+pub const NOT_FORWARDED: [i32; 10] = [4, 5, 6, 7, 8, 11, 31, KILL, 19, CHLD];
+/// glibc keeps 32 and 33 for its threads: no handler can be installed for them.
+pub const RESERVED: [i32; 2] = [32, 33];
+
+/// Whether a signal that reaches the init is passed on to the main command (as tini and
+/// dumb-init do: every catchable signal but the ones that concern the init itself). SIGTERM
+/// is passed on by the shutdown, which it starts.
+pub fn forwarded(signal: i32) -> bool {
+    (1..=MAX).contains(&signal) && !NOT_FORWARDED.contains(&signal) && !RESERVED.contains(&signal)
+}
+
+/// Every signal the init installs a handler for: the forwarded ones and CHLD.
+pub fn handled() -> impl Iterator<Item = i32> {
+    (1..=MAX).filter(|s| forwarded(*s) || *s == CHLD)
+}
 
 /// The highest signal number on Linux (`SIGRTMAX` as the kernel counts).
 pub const MAX: i32 = 64;
@@ -136,6 +152,48 @@ mod tests {
         for (text, want) in cases {
             assert_eq!(parse(text), want, "{text:?}");
         }
+    }
+
+    #[test]
+    fn the_forwarding_table() {
+        // (signal, forwarded)
+        let cases = [
+            (HUP, true),
+            (INT, true),
+            (QUIT, true),
+            (USR1, true),
+            (USR2, true),
+            (13, true), // PIPE, sent by kill(1)
+            (14, true), // ALRM
+            (TERM, true),
+            (CONT, true),
+            (20, true), // TSTP
+            (21, true), // TTIN: gunicorn adds a worker
+            (22, true), // TTOU: gunicorn removes one
+            (WINCH, true),
+            (30, true), // PWR
+            (34, true), // RTMIN
+            (64, true), // RTMAX
+            (KILL, false),
+            (19, false), // STOP
+            (CHLD, false),
+            (11, false), // SEGV
+            (4, false),  // ILL
+            (6, false),  // ABRT
+            (7, false),  // BUS
+            (8, false),  // FPE
+            (5, false),  // TRAP
+            (31, false), // SYS
+            (32, false),
+            (33, false),
+            (0, false),
+            (65, false),
+        ];
+        for (signal, want) in cases {
+            assert_eq!(forwarded(signal), want, "{}", name(signal));
+        }
+        assert!(handled().any(|s| s == CHLD));
+        assert_eq!(handled().count(), 64 - 10 - 2 + 1);
     }
 
     #[test]

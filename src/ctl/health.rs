@@ -47,7 +47,7 @@ pub fn health(globals: &Globals, words: &[String], flags: &Flags) -> Result<i32,
         let doc =
             doc.ok_or_else(|| CtlError::System(format!("unreadable health document from {}", socket.display())))?;
         let details = &doc.slots.details;
-        let up = details.iter().filter(|s| s.ready).count();
+        let up = details.values().filter(|s| s.ready).count();
         println!(
             "hermes-init {}: {}, uptime {}s, {} slots ({up} up)",
             doc.version,
@@ -55,7 +55,7 @@ pub fn health(globals: &Globals, words: &[String], flags: &Flags) -> Result<i32,
             doc.uptime,
             details.len()
         );
-        for slot in details.iter().filter(|s| s.lagging()) {
+        for slot in details.values().filter(|s| s.lagging()) {
             println!("  not ready: {} ({})", slot.slot, slot.state.as_str());
         }
     }

@@ -26,12 +26,23 @@ impl HealthStatus {
     }
 }
 
-/// The loaded slots.
+/// The loaded slots: their names, their count, and each one's record keyed by its name
+/// (the shape of the original health API, which keyed its mods by id).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Slots {
     pub loaded: Vec<String>,
     pub count: usize,
-    pub details: Vec<SlotStatus>,
+    pub details: std::collections::BTreeMap<String, SlotStatus>,
+}
+
+impl Slots {
+    pub fn new(statuses: Vec<SlotStatus>) -> Slots {
+        Slots {
+            loaded: statuses.iter().map(|s| s.slot.clone()).collect(),
+            count: statuses.len(),
+            details: statuses.into_iter().map(|s| (s.slot.clone(), s)).collect(),
+        }
+    }
 }
 
 /// `GET /api/health`.

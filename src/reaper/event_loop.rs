@@ -35,10 +35,25 @@ struct Runtime {
     health: Option<HealthServer>,
     /// Pids the init started itself; only used when orphan reaping is switched off.
     started: Vec<Pid>,
+    /// The directory the init was started in: hooks and CMD start there, while the init
+    /// itself moves to `/` so that it pins no mount.
+    start_dir: Option<std::path::PathBuf>,
 }
 
 /// Runs the init until the shutdown is complete and returns the exit code.
-pub fn run(config: Config) -> i32 {
+pub fn run(mut config: Config) -> i32 {
+    // Relative directories are taken from where the init starts, before it moves to `/`.
+    let start_dir = std::env::current_dir().ok();
+    if let Some(dir) = &start_dir {
+        for path in [&mut config.scan_dir, &mut config.runtime_dir, &mut config.cont_init_dir, &mut config.home] {
+            if path.is_relative() {
+                *path = dir.join(&*path);
+            }
+        }
+    }
+    if let Err(e) = std::env::set_current_dir("/") {
+        tracing::warn!("cannot move to /: {e}; the init keeps its working directory");
+    }
     let role = sys::take_reaper_role();
     match role {
         Role::Pid1 => tracing::info!("hermes-reaper {} starting as PID 1", env!("CARGO_PKG_VERSION")),
@@ -96,7 +111,7 @@ pub fn run(config: Config) -> i32 {
             None
         }
     };
-    let mut runtime = Runtime { config, role, life, supervisor, control, health, started: Vec::new() };
+    let mut runtime = Runtime { config, role, life, supervisor, control, health, started: Vec::new(), start_dir };
     let first = runtime.life.start();
     runtime.execute(first, Instant::now());
     runtime.run_loop(&mut signals)
@@ -107,7 +122,7 @@ impl Runtime {
         loop {
             let now = Instant::now();
             for sig in signals.drain() {
-                let actions = self.life.on_signal(sig as i32, now);
+                let actions = self.life.on_signal(sig, now);
                 self.execute(actions, now);
             }
             let only = (!self.config.reap_orphans).then_some(self.started.as_slice());
@@ -283,13 +298,20 @@ impl Runtime {
     }
 
     fn spawn_hook(&self, name: &str) -> io::Result<Pid> {
-        spawn_clean(Command::new(self.config.cont_init_dir.join(name)), SpawnOptions::default())
+        let mut command = Command::new(self.config.cont_init_dir.join(name));
+        if let Some(dir) = &self.start_dir {
+            command.current_dir(dir);
+        }
+        spawn_clean(command, SpawnOptions::default())
     }
 
     fn spawn_command(&self) -> io::Result<Pid> {
         let (program, args) = self.config.command.split_first().ok_or(io::ErrorKind::InvalidInput)?;
         let mut command = Command::new(program);
         command.args(args);
+        if let Some(dir) = &self.start_dir {
+            command.current_dir(dir);
+        }
         spawn_clean(command, SpawnOptions { take_terminal: true, ..SpawnOptions::default() })
     }
 

@@ -211,7 +211,7 @@ impl HealthServer {
             version: env!("CARGO_PKG_VERSION").into(),
             uptime: now.saturating_duration_since(self.started).as_secs_f64().floor(),
             started_at: self.started_at.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
-            slots: Slots { loaded: details.iter().map(|s| s.slot.clone()).collect(), count: details.len(), details },
+            slots: Slots::new(details),
         }
     }
 }
@@ -301,7 +301,7 @@ pub fn respond(input: &[u8], ended: bool, document: impl FnOnce() -> HealthDoc) 
         }
         "/api/slots" => response(200, &document().slots.details),
         _ => match path.strip_prefix("/api/slots/") {
-            Some(name) => match document().slots.details.into_iter().find(|s| s.slot == name) {
+            Some(name) => match document().slots.details.remove(name) {
                 Some(slot) => response(200, &slot),
                 None => error(404, format!("no such slot '{name}'")),
             },
@@ -365,7 +365,7 @@ mod tests {
             version: "0".into(),
             uptime: 0.0,
             started_at: 0,
-            slots: Slots { loaded: vec!["a".into()], count: 1, details: vec![slot] },
+            slots: Slots::new(vec![slot]),
         }
     }
 

@@ -8,52 +8,50 @@
 //! loop reaps and forwards by state, not by count.
 
 use std::io::{self, Read};
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::sys::signal::{SigHandler, SigSet, SigmaskHow, Signal, sigprocmask};
 
-/// Signals the loop receives through the pipe.
-pub const HANDLED: [Signal; 8] = [
-    Signal::SIGTERM,
-    Signal::SIGINT,
-    Signal::SIGHUP,
-    Signal::SIGQUIT,
-    Signal::SIGUSR1,
-    Signal::SIGUSR2,
-    Signal::SIGWINCH,
-    Signal::SIGCHLD,
-];
-
 /// The installed handlers and the read end of the wake-up pipe.
 pub struct SignalPipe {
     reader: UnixStream,
-    flags: Vec<(Signal, Arc<AtomicBool>)>,
+    /// The write end the handlers send to; kept open for as long as they are installed.
+    _writer: UnixStream,
+    /// One flag per handled signal (`core::signal::handled`), by number.
+    flags: Vec<(i32, Arc<AtomicBool>)>,
 }
 
 impl SignalPipe {
-    /// Installs the handlers, unblocks every signal in the init's own mask (a parent may
-    /// have left some blocked) and ignores SIGTTIN and SIGTTOU, so that giving the terminal
-    /// to the main command never stops the init.
+    /// Installs a handler for every signal of `core::signal::handled` (every catchable one,
+    /// to forward it, and SIGCHLD) and unblocks every signal in the init's own mask (a parent
+    /// may have left some blocked). The init never reads from or writes to a terminal in the
+    /// background, so SIGTTIN and SIGTTOU reach it only from kill(2): they are forwarded too.
     pub fn install() -> io::Result<SignalPipe> {
         let (reader, writer) = UnixStream::pair()?;
         reader.set_nonblocking(true)?;
         writer.set_nonblocking(true)?;
-        let mut flags = Vec::with_capacity(HANDLED.len());
-        for signal in HANDLED {
+        // One writer for every signal (a descriptor per signal would cost dozens).
+        let raw = writer.as_raw_fd();
+        let mut flags = Vec::new();
+        for signal in crate::core::signal::handled() {
             let flag = Arc::new(AtomicBool::new(false));
-            signal_hook::flag::register(signal as i32, Arc::clone(&flag))?;
-            signal_hook::low_level::pipe::register(signal as i32, writer.try_clone()?)?;
+            let set = Arc::clone(&flag);
+            let action = move || {
+                // Only an atomic store and a non-blocking send: both async-signal-safe. The
+                // flag is set first, so a drain after the wake-up sees it.
+                set.store(true, Ordering::SeqCst);
+                let _ = nix::sys::socket::send(raw, b"s", nix::sys::socket::MsgFlags::MSG_DONTWAIT);
+            };
+            // SAFETY: the action is async-signal-safe (see above), and `writer` lives as long
+            // as the handlers (it is kept in the returned value, which the loop never drops).
+            unsafe { signal_hook::low_level::register(signal, action) }?;
             flags.push((signal, flag));
         }
-        for signal in [Signal::SIGTTIN, Signal::SIGTTOU] {
-            // SAFETY: SIG_IGN installs no handler code; it only changes the disposition.
-            unsafe { nix::sys::signal::signal(signal, SigHandler::SigIgn) }.map_err(io::Error::from)?;
-        }
         sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None).map_err(io::Error::from)?;
-        Ok(SignalPipe { reader, flags })
+        Ok(SignalPipe { reader, _writer: writer, flags })
     }
 
     /// The descriptor to poll for readability.
@@ -61,9 +59,9 @@ impl SignalPipe {
         self.reader.as_fd()
     }
 
-    /// Empties the pipe and returns the signals that arrived since the last call, in a
-    /// fixed order (the order of [`HANDLED`]).
-    pub fn drain(&mut self) -> Vec<Signal> {
+    /// Empties the pipe and returns the signals that arrived since the last call, by number
+    /// in increasing order.
+    pub fn drain(&mut self) -> Vec<i32> {
         let mut buf = [0u8; 256];
         loop {
             match self.reader.read(&mut buf) {

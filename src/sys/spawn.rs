@@ -37,9 +37,13 @@ pub fn spawn_clean(mut command: Command, options: SpawnOptions) -> io::Result<Pi
             if libc::setpgid(0, 0) != 0 {
                 return Err(io::Error::last_os_error());
             }
-            // SIGTTOU is still ignored here (inherited from the init), so a background
-            // group may take the terminal without being stopped.
+            // A background group may take the terminal only with SIGTTOU blocked (the init
+            // catches it, to forward it); everything is unblocked again below.
             if take_terminal && libc::isatty(0) == 1 {
+                let mut ttou: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut ttou);
+                libc::sigaddset(&mut ttou, libc::SIGTTOU);
+                libc::sigprocmask(libc::SIG_BLOCK, &ttou, std::ptr::null_mut());
                 libc::tcsetpgrp(0, libc::getpgrp());
             }
             reset_all_dispositions();
