@@ -437,6 +437,25 @@ mod tests {
         assert!(a.open_append("pipe", 0o644, None).is_err());
     }
 
+    /// Ownership is given through the open descriptor: swapping the path for a link to
+    /// another file between the write and the chown changes nothing elsewhere (issue 14).
+    #[test]
+    fn ownership_goes_to_the_file_written_not_to_what_its_path_became() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("SKIPPED: needs root to give files away");
+            return;
+        }
+        let f = fixture();
+        let a = Dir::open_root(&f.root).unwrap().open_dir("a").unwrap();
+        let file = a.create_new("state.tmp", 0o644, None).unwrap();
+        std::fs::rename(f.root.join("a/state.tmp"), f.root.join("a/moved")).unwrap();
+        symlink(f.outside.join("victim"), f.root.join("a/state.tmp")).unwrap();
+        give(&file, Some(Owner { uid: 65534, gid: 65534 }), Path::new("state.tmp")).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(std::fs::metadata(f.outside.join("victim")).unwrap().uid(), 0, "the victim stays root's");
+        assert_eq!(std::fs::metadata(f.root.join("a/moved")).unwrap().uid(), 65534, "the file written is given");
+    }
+
     #[test]
     fn create_append_read_rename_and_remove() {
         let f = fixture();
