@@ -642,3 +642,42 @@ fn issue14_a_full_scan_dir_fails_the_pass_and_leaves_no_staging() {
     assert!(out.stderr.contains("profiles are without a slot"), "{}", out.stderr);
     assert_eq!(out.stdout.lines().last(), Some("0"), "staging directories left: {}", out.stdout);
 }
+
+/// Issue 13, item 2: a gateway slot is ready when its gateway says `running` in its state
+/// file (seen through the watch), not when a timer runs out; `degraded` makes the health
+/// degraded.
+#[test]
+fn a_gateway_is_ready_when_its_state_file_says_running() {
+    if !namespaces_available() {
+        return;
+    }
+    let mut c = Container::new();
+    let dir = c.fx.profile("slow", Some(r#"{"desired_state": "running"}"#));
+    let script = c.fx.scratch.script(
+        "slow-gateway",
+        "state=\"$HERMES_PROFILE_DIR/gateway_state.json\"\n\
+         write() { printf '{\"gateway_state\": \"%s\"}\\n' \"$1\" > \"$state.w\" && mv -f \"$state.w\" \"$state\"; }\n\
+         write starting\n\
+         while [ ! -e \"$HERMES_PROFILE_DIR/go\" ]; do sleep 0.05; done\n\
+         write running\n\
+         while [ ! -e \"$HERMES_PROFILE_DIR/degrade\" ]; do sleep 0.05; done\n\
+         write degraded\n\
+         exec sleep 9301",
+    );
+    c.extra_env.push(("HERMES_INIT_GATEWAY_CMD".into(), format!("exec {}", script.display())));
+    c.boot();
+    wait_for("the gateway to say starting", LONG, || c.sv.status("gateway-slow")["gateway_state"] == "starting");
+    // READY_AFTER_MS is 50 here: a timer would have made it ready long ago.
+    let status = c.sv.status("gateway-slow");
+    assert_eq!(status["state"], "starting", "{status}");
+    assert_eq!(c.ctl(&["health", "--level", "ready"]).code, 1);
+    fs::write(dir.join("go"), "").unwrap();
+    c.sv.wait_state("gateway-slow", "up");
+    assert_eq!(c.ctl(&["health", "--level", "ready"]).code, 0);
+    fs::write(dir.join("degrade"), "").unwrap();
+    wait_for("the status to say degraded", LONG, || c.sv.status("gateway-slow")["gateway_state"] == "degraded");
+    let health = c.ctl(&["health"]);
+    assert_eq!(health.code, 1, "{health:?}");
+    assert!(health.stdout.contains("degraded"), "{health:?}");
+    c.sv.stop();
+}

@@ -72,9 +72,12 @@ pub struct SlotStatus {
 }
 
 impl SlotStatus {
-    /// Failed, or wanted up but not up and ready: what makes the health `degraded`.
+    /// Failed, a gateway that says it is degraded, or wanted up but not up and ready: what
+    /// makes the health `degraded`.
     pub fn lagging(&self) -> bool {
-        self.state == StateName::Failed || (self.wanted == Wanted::Up && !(self.state == StateName::Up && self.ready))
+        self.state == StateName::Failed
+            || self.gateway.as_ref().is_some_and(|g| g.gateway_state.as_deref() == Some("degraded"))
+            || (self.wanted == Wanted::Up && !(self.state == StateName::Up && self.ready))
     }
 }
 

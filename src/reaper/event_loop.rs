@@ -209,10 +209,10 @@ impl Runtime {
         drop(control_fds);
         drop(health_fds);
         crate::reaper::sink::flush();
-        if watch_ready {
-            self.supervisor.on_watch_readable();
-        }
         let now = Instant::now();
+        if watch_ready {
+            self.supervisor.on_watch_readable(now);
+        }
         for name in ready_notify {
             self.supervisor.on_notify_readable(&name, now);
         }

@@ -113,6 +113,16 @@ impl Gateway {
         self.fields.clone()
     }
 
+    /// The gateway says it runs.
+    pub fn says_running(&self) -> bool {
+        self.fields.gateway_state.as_deref() == Some("running")
+    }
+
+    /// The gateway says it runs but not well.
+    pub fn says_degraded(&self) -> bool {
+        self.fields.gateway_state.as_deref() == Some("degraded")
+    }
+
     /// Reads the state file again (after the watch reported a change).
     pub fn refresh(&mut self) {
         let saved = self

@@ -147,13 +147,14 @@ impl Supervisor {
         self.slots.get(name).map(|e| e.slot.state().name())
     }
 
-    /// Whether every slot wanted up is up and ready, and none has failed for good (a
-    /// failed slot is down and no longer wanted, yet the container is not healthy until an
-    /// operator starts or stops it).
+    /// Whether every slot wanted up is up and ready, none has failed for good (a failed
+    /// slot is down and no longer wanted, yet the container is not healthy until an operator
+    /// starts or stops it), and no gateway says it is `degraded`.
     pub fn all_wanted_ready(&self) -> bool {
         self.slots.values().all(|e| {
             let s = e.slot.snapshot();
-            s.state != StateName::Failed && (!s.wanted_up || (s.state == StateName::Up && s.ready))
+            let degraded = e.gateway.as_ref().is_some_and(Gateway::says_degraded);
+            s.state != StateName::Failed && !degraded && (!s.wanted_up || (s.state == StateName::Up && s.ready))
         })
     }
 
@@ -179,10 +180,21 @@ impl Supervisor {
         if !self.in_scan_dir(&dir) {
             trusted(&dir).map_err(SupervisorError::BadSlot)?;
         }
-        let read = slotdir::read(&dir, &self.defaults).map_err(SupervisorError::BadSlot)?;
+        let mut read = slotdir::read(&dir, &self.defaults).map_err(SupervisorError::BadSlot)?;
+        let gateway = Gateway::detect(&name, &dir, &self.home);
+        let mut watched = false;
+        if let (Some(gateway), Some(watcher)) = (&gateway, self.watcher.as_mut()) {
+            match watcher.watch_dir(&name, &gateway.profile_dir()) {
+                Ok(()) => watched = true,
+                Err(e) => tracing::warn!(slot = %name, "cannot watch {}: {e}", gateway.profile_dir().display()),
+            }
+        }
+        // A watched gateway says itself when it is ready (`gateway_state: running` in its
+        // state file): the readiness timer is only the fallback for slots with no signal.
+        read.settings.notification |= watched;
         let entry = Entry {
             output: Vec::new(),
-            gateway: Gateway::detect(&name, &dir, &self.home),
+            gateway,
             dir,
             loaded_at: SystemTime::now(),
             slot: Slot::new(read.settings, now),
@@ -190,11 +202,6 @@ impl Supervisor {
             notify: None,
             remove_dir_when_gone: false,
         };
-        if let (Some(gateway), Some(watcher)) = (&entry.gateway, self.watcher.as_mut())
-            && let Err(e) = watcher.watch_dir(&name, &gateway.profile_dir())
-        {
-            tracing::warn!(slot = %name, "cannot watch {}: {e}", gateway.profile_dir().display());
-        }
         self.slots.insert(name.clone(), entry);
         tracing::info!(slot = %name, "loaded{}", if read.down { " (down file: not started)" } else { "" });
         self.dirty.insert(name.clone());
@@ -367,16 +374,26 @@ impl Supervisor {
         self.watcher.as_ref().map(|w| w.fd())
     }
 
-    /// The watch reported changes: the gateways whose state file changed read it again.
-    pub fn on_watch_readable(&mut self) {
+    /// The watch reported changes: the gateways whose state file changed read it again, and
+    /// one that is starting and now says `running` is ready. Only a write seen after the
+    /// spawn counts: a `running` left in the file by an earlier run does not.
+    pub fn on_watch_readable(&mut self, now: Instant) {
         let Some(watcher) = self.watcher.as_mut() else { return };
+        let mut ready = Vec::new();
         for (slot, name) in watcher.events() {
             if !Gateway::concerns(name.as_deref()) {
                 continue;
             }
-            if let Some(gateway) = self.slots.get_mut(&slot).and_then(|e| e.gateway.as_mut()) {
-                gateway.refresh();
+            let Some(entry) = self.slots.get_mut(&slot) else { continue };
+            let Some(gateway) = entry.gateway.as_mut() else { continue };
+            gateway.refresh();
+            if gateway.says_running() && entry.slot.state().name() == StateName::Starting {
+                ready.push(slot);
             }
+        }
+        for slot in ready {
+            tracing::info!(slot = %slot, "ready (its state file says running)");
+            self.act(&slot, Event::Ready, now);
         }
     }
 
