@@ -74,7 +74,8 @@ fn sample_document() -> HealthDoc {
 /// every answer is a whole HTTP/1.1 response.
 pub fn http_request(data: &[u8]) {
     for ended in [false, true] {
-        if let Some(response) = crate::reaper::health::respond(data, ended, sample_document) {
+        let init = crate::reaper::health::InitState { stopping: false, reaped: 0, wakeups: 0 };
+        if let Some(response) = crate::reaper::health::respond(data, ended, init, sample_document) {
             assert!(response.starts_with(b"HTTP/1.1 "), "a response");
             assert!(response.windows(4).any(|w| w == b"\r\n\r\n"), "a whole head");
         }

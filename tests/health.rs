@@ -323,3 +323,49 @@ fn a_flooding_service_does_not_starve_a_quiet_one() {
     sv.wait_state("quiet", "up");
     sv.stop();
 }
+
+/// Issue 13, item 6: `GET /metrics` in the Prometheus text format, parsed by a real client
+/// (the `prometheus_client` parser from PyPI; .ci/run installs it).
+#[test]
+fn metrics_parse_with_a_real_prometheus_client() {
+    if !namespaces_available() {
+        return;
+    }
+    let mut sv = Supervised::new();
+    sv.slot("web", "exec sleep 9401", &[]);
+    sv.slot("idle", "exec sleep 9402", &[("down", "")]);
+    sv.boot(true, &[("HERMES_INIT_READY_AFTER_MS", "50")]);
+    sv.wait_state("web", "up");
+    let (code, body) = http(&sv, b"GET /metrics HTTP/1.1\r\n\r\n");
+    assert_eq!(code, 200, "{body}");
+    let parser = "import sys\n\
+                  from prometheus_client.parser import text_string_to_metric_families\n\
+                  for family in text_string_to_metric_families(sys.stdin.read()):\n\
+                  \x20   for s in family.samples:\n\
+                  \x20       print(s.name, ','.join(f'{k}={v}' for k, v in sorted(s.labels.items())), f'{float(s.value):g}')\n";
+    let mut python = std::process::Command::new("python3")
+        .args(["-c", parser])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    python.stdin.take().unwrap().write_all(body.as_bytes()).unwrap();
+    let out = python.wait_with_output().unwrap();
+    assert!(out.status.success(), "the parser refused it: {}\n{body}", String::from_utf8_lossy(&out.stderr));
+    let samples = String::from_utf8_lossy(&out.stdout).to_string();
+    for line in [
+        "hermes_init_slot_up slot=web 1",
+        "hermes_init_slot_up slot=idle 0",
+        "hermes_init_slot_ready slot=web 1",
+        "hermes_init_slot_state slot=web,state=up 1",
+        "hermes_init_slot_state slot=idle,state=down 1",
+        "hermes_init_slot_restarts_total slot=web 0",
+        "hermes_init_slots  2",
+    ] {
+        assert!(samples.lines().any(|l| l == line), "{line}:\n{samples}");
+    }
+    assert!(samples.contains("hermes_init_build_info version="), "{samples}");
+    assert!(samples.contains("hermes_init_loop_wakeups_total"), "{samples}");
+    sv.stop();
+}

@@ -38,6 +38,9 @@ struct Runtime {
     /// The directory the init was started in: hooks and CMD start there, while the init
     /// itself moves to `/` so that it pins no mount.
     start_dir: Option<std::path::PathBuf>,
+    /// Processes reaped and loop turns, for `/metrics`.
+    reaped: u64,
+    wakeups: u64,
 }
 
 /// Runs the init until the shutdown is complete and returns the exit code.
@@ -111,7 +114,18 @@ pub fn run(mut config: Config) -> i32 {
             None
         }
     };
-    let mut runtime = Runtime { config, role, life, supervisor, control, health, started: Vec::new(), start_dir };
+    let mut runtime = Runtime {
+        config,
+        role,
+        life,
+        supervisor,
+        control,
+        health,
+        started: Vec::new(),
+        start_dir,
+        reaped: 0,
+        wakeups: 0,
+    };
     let first = runtime.life.start();
     runtime.execute(first, Instant::now());
     runtime.run_loop(&mut signals)
@@ -126,7 +140,9 @@ impl Runtime {
                 self.execute(actions, now);
             }
             let only = (!self.config.reap_orphans).then_some(self.started.as_slice());
+            self.wakeups += 1;
             let reaped = sys::reap::reap(only);
+            self.reaped += reaped.exited.len() as u64;
             for (pid, status) in reaped.exited {
                 self.started.retain(|p| *p != pid);
                 if !self.supervisor.on_exit(pid, status, now) {
@@ -220,7 +236,7 @@ impl Runtime {
             self.supervisor.on_output_readable(&name, id);
         }
         if let Some(health) = &mut self.health {
-            let init = InitState { stopping: self.life.stopping() };
+            let init = InitState { stopping: self.life.stopping(), reaped: self.reaped, wakeups: self.wakeups };
             health.serve(&health_ready, &self.supervisor, init, now);
         }
         if let Some(control) = &mut self.control {

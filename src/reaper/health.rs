@@ -49,6 +49,10 @@ enum Peer {
 #[derive(Debug, Clone, Copy)]
 pub struct InitState {
     pub stopping: bool,
+    /// Processes reaped since the init started.
+    pub reaped: u64,
+    /// Turns of the event loop since the init started.
+    pub wakeups: u64,
 }
 
 struct Exchange {
@@ -152,7 +156,7 @@ impl HealthServer {
                     if readable && !exchange.answered {
                         self.exchanges[i].conn.receive(MAX_HEAD);
                         let conn = &self.exchanges[i].conn;
-                        let response = respond(&conn.input, conn.eof, || self.document(supervisor, init, now));
+                        let response = respond(&conn.input, conn.eof, init, || self.document(supervisor, init, now));
                         let exchange = &mut self.exchanges[i];
                         match response {
                             Some(response) => {
@@ -246,7 +250,7 @@ fn error(code: u16, message: impl Into<String>) -> Vec<u8> {
 
 /// The response to the bytes received so far, or `None` while the head is incomplete and
 /// the client may still send the rest (`ended`: it has shut down its sending side).
-pub fn respond(input: &[u8], ended: bool, document: impl FnOnce() -> HealthDoc) -> Option<Vec<u8>> {
+pub fn respond(input: &[u8], ended: bool, init: InitState, document: impl FnOnce() -> HealthDoc) -> Option<Vec<u8>> {
     let mut headers = [httparse::EMPTY_HEADER; 64];
     let mut request = httparse::Request::new(&mut headers);
     let head_len = match request.parse(input) {
@@ -300,6 +304,7 @@ pub fn respond(input: &[u8], ended: bool, document: impl FnOnce() -> HealthDoc) 
             }
         }
         "/api/slots" => response(200, &document().slots.details),
+        "/metrics" => text_response(metrics(&document(), init)),
         _ => match path.strip_prefix("/api/slots/") {
             Some(name) => match document().slots.details.remove(name) {
                 Some(slot) => response(200, &slot),
@@ -313,6 +318,107 @@ pub fn respond(input: &[u8], ended: bool, document: impl FnOnce() -> HealthDoc) 
         return Some(reply[..end].to_vec());
     }
     Some(reply)
+}
+
+/// The Prometheus text exposition format (version 0.0.4) of the slot table and the init's
+/// counters. Slot names are validated (`[a-z0-9_.-]`), so they need no escaping.
+pub fn metrics(doc: &HealthDoc, init: InitState) -> String {
+    let mut out = String::new();
+    let mut family = |name: &str, kind: &str, help: &str, samples: Vec<(String, String)>| {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+        for (labels, value) in samples {
+            out.push_str(&format!("{name}{labels} {value}\n"));
+        }
+    };
+    let per_slot = |value: &dyn Fn(&SlotStatus) -> String| -> Vec<(String, String)> {
+        doc.slots.details.values().map(|s| (format!("{{slot=\"{}\"}}", s.slot), value(s))).collect()
+    };
+    family(
+        "hermes_init_build_info",
+        "gauge",
+        "The running hermes-init.",
+        vec![(format!("{{version=\"{}\"}}", doc.version), "1".into())],
+    );
+    family(
+        "hermes_init_healthy",
+        "gauge",
+        "1 when every slot wanted up is up and ready.",
+        vec![(String::new(), u8::from(doc.status == HealthStatus::Healthy).to_string())],
+    );
+    family("hermes_init_slots", "gauge", "Slots loaded.", vec![(String::new(), doc.slots.count.to_string())]);
+    family(
+        "hermes_init_slot_state",
+        "gauge",
+        "1 for the state each slot is in.",
+        doc.slots
+            .details
+            .values()
+            .map(|s| (format!("{{slot=\"{}\",state=\"{}\"}}", s.slot, s.state.as_str()), "1".into()))
+            .collect(),
+    );
+    family(
+        "hermes_init_slot_up",
+        "gauge",
+        "1 while the slot's service runs.",
+        per_slot(&|s| u8::from(s.pid.is_some()).to_string()),
+    );
+    family(
+        "hermes_init_slot_ready",
+        "gauge",
+        "1 when the slot is ready.",
+        per_slot(&|s| u8::from(s.ready).to_string()),
+    );
+    family(
+        "hermes_init_slot_restarts_total",
+        "counter",
+        "Restarts of the slot after a death.",
+        per_slot(&|s| s.restarts.to_string()),
+    );
+    family(
+        "hermes_init_slot_last_exit_code",
+        "gauge",
+        "How the slot's service last ended, as a shell reports it (128+N for signal N; -1: never).",
+        per_slot(&|s| match s.last_exit {
+            Some(crate::proto::status::LastExit::Code(c)) => c.to_string(),
+            Some(crate::proto::status::LastExit::Signal(n)) => (128 + n).to_string(),
+            None => "-1".into(),
+        }),
+    );
+    family(
+        "hermes_init_reaped_total",
+        "counter",
+        "Processes reaped since the init started.",
+        vec![(String::new(), init.reaped.to_string())],
+    );
+    family(
+        "hermes_init_loop_wakeups_total",
+        "counter",
+        "Turns of the init's event loop since it started.",
+        vec![(String::new(), init.wakeups.to_string())],
+    );
+    family(
+        "hermes_init_output_lines_dropped_total",
+        "counter",
+        "Lines of output dropped because the log reader was too slow.",
+        vec![(String::new(), crate::reaper::sink::dropped_total().to_string())],
+    );
+    family(
+        "hermes_init_uptime_seconds",
+        "gauge",
+        "Seconds since the init started.",
+        vec![(String::new(), doc.uptime.to_string())],
+    );
+    out
+}
+
+fn text_response(body: String) -> Vec<u8> {
+    let mut out = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(body.as_bytes());
+    out
 }
 
 fn response(code: u16, body: &impl Serialize) -> Vec<u8> {
@@ -370,7 +476,8 @@ mod tests {
     }
 
     fn status_of(input: &[u8], ended: bool) -> Option<u16> {
-        respond(input, ended, doc).map(|r| String::from_utf8_lossy(&r[9..12]).parse().unwrap())
+        respond(input, ended, InitState { stopping: false, reaped: 0, wakeups: 0 }, doc)
+            .map(|r| String::from_utf8_lossy(&r[9..12]).parse().unwrap())
     }
 
     #[test]
@@ -386,6 +493,7 @@ mod tests {
             (b"GET /api/slots/a HTTP/1.1\r\n\r\n".to_vec(), false, Some(200)),
             (b"GET /api/slots/zz HTTP/1.1\r\n\r\n".to_vec(), false, Some(404)),
             (b"GET /nope HTTP/1.1\r\n\r\n".to_vec(), false, Some(404)),
+            (b"GET /metrics HTTP/1.1\r\n\r\n".to_vec(), false, Some(200)),
             (b"POST /api/health HTTP/1.1\r\n\r\n".to_vec(), false, Some(405)),
             (b"DELETE /api/slots/a HTTP/1.1\r\n\r\n".to_vec(), false, Some(405)),
             (b"GET /api/health HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello".to_vec(), false, Some(413)),
@@ -413,7 +521,13 @@ mod tests {
 
     #[test]
     fn head_gets_no_body() {
-        let reply = respond(b"HEAD /api/health HTTP/1.1\r\n\r\n", false, doc).unwrap();
+        let reply = respond(
+            b"HEAD /api/health HTTP/1.1\r\n\r\n",
+            false,
+            InitState { stopping: false, reaped: 0, wakeups: 0 },
+            doc,
+        )
+        .unwrap();
         assert!(reply.ends_with(b"\r\n\r\n"));
         assert!(String::from_utf8_lossy(&reply).contains("Content-Length: "));
     }

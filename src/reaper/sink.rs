@@ -43,7 +43,9 @@ impl Sink {
             return;
         }
         if self.queue.len() + line.len() > LIMIT {
-            self.dropped += line.iter().filter(|b| **b == b'\n').count().max(1) as u64;
+            let lines = line.iter().filter(|b| **b == b'\n').count().max(1) as u64;
+            self.dropped += lines;
+            DROPPED_TOTAL.fetch_add(lines, std::sync::atomic::Ordering::Relaxed);
             return;
         }
         self.queue.extend(line);
@@ -76,6 +78,13 @@ impl Sink {
 }
 
 static SINKS: Mutex<Option<[Sink; 2]>> = Mutex::new(None);
+/// Lines dropped since the init started, for `/metrics`.
+static DROPPED_TOTAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Lines of output dropped since the init started.
+pub fn dropped_total() -> u64 {
+    DROPPED_TOTAL.load(std::sync::atomic::Ordering::Relaxed)
+}
 
 fn with_sinks<T>(f: impl FnOnce(&mut [Sink; 2]) -> T) -> Option<T> {
     let mut guard = SINKS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
