@@ -47,8 +47,13 @@ impl SignalPipe {
             };
             // SAFETY: the action is async-signal-safe (see above), and `writer` lives as long
             // as the handlers (it is kept in the returned value, which the loop never drops).
-            unsafe { signal_hook::low_level::register(signal, action) }?;
-            flags.push((signal, flag));
+            match unsafe { signal_hook::low_level::register(signal, action) } {
+                Ok(_) => flags.push((signal, flag)),
+                // The C library keeps some real-time signals for itself (glibc 32 and 33,
+                // musl 32 to 34): those cannot be handled, nor forwarded.
+                Err(e) if e.raw_os_error() == Some(nix::libc::EINVAL) && signal >= 32 => {}
+                Err(e) => return Err(e),
+            }
         }
         sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None).map_err(io::Error::from)?;
         Ok(SignalPipe { reader, _writer: writer, flags })
