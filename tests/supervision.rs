@@ -442,3 +442,53 @@ fn a_crash_takes_what_the_leader_left_in_its_group_before_the_respawn() {
     assert_eq!(pids_with("sleep 7112").len(), 1);
     sv.stop();
 }
+
+/// Issue 13, item 5: a slot whose `on-failure` says `shutdown` is essential: its permanent
+/// failure stops the container, with its exit code; other slots' failures do not.
+#[test]
+fn an_essential_slot_that_fails_for_good_stops_the_container_with_its_code() {
+    if !namespaces_available() {
+        return;
+    }
+    let mut sv = Supervised::new();
+    sv.slot("helper", "exit 78", &[]);
+    sv.slot("calm", "exec sleep 9501", &[]);
+    sv.slot_in(&sv.scratch.path("pool"), "vital", "exit 78", &[("on-failure", "shutdown")]);
+    sv.boot(true, &[("HERMES_INIT_READY_AFTER_MS", "50")]);
+    sv.wait_state("helper", "failed");
+    sv.wait_state("calm", "up");
+    // The container runs on after an ordinary failure; the essential one stops it.
+    let load = sv.ctl(&["load", sv.scratch.path("pool/vital").to_str().unwrap()]);
+    assert_eq!(load.code, 0, "{load:?}");
+    let done = sv.running.take().expect("booted").wait(LONG);
+    assert_eq!(done.code, 78, "{done:?}");
+    assert!(done.stderr.contains("an essential slot failed"), "{}", done.stderr);
+}
+
+/// Issue 13, item 5: many slots crashing at once is a crash storm: one line says so, the
+/// restarts of all slots together are spread out, and none is failed for it.
+#[test]
+fn a_crash_storm_spreads_the_restarts_out() {
+    if !namespaces_available() {
+        return;
+    }
+    let mut sv = Supervised::new();
+    let spawns = sv.scratch.path("spawns");
+    for i in 0..30 {
+        sv.slot(&format!("c{i:02}"), &format!("date +%s%N >> {}\nsleep 1.1\nexit 1", spawns.display()), &[]);
+    }
+    sv.boot(true, &[("HERMES_INIT_CRASH_LIMIT", "1000")]);
+    let log = || sv.running.as_ref().map(|r| r.stderr_now()).unwrap_or_default();
+    wait_for("the storm to be said", LONG, || log().contains("crash storm:"));
+    let storm_at = spawn_times(&spawns).len();
+    // Thirty more spawns after the storm began: they came at most one per 100 ms.
+    wait_for("thirty spawns in the storm", LONG, || spawn_times(&spawns).len() >= storm_at + 30);
+    let times = spawn_times(&spawns);
+    let during = &times[storm_at + 1..storm_at + 30];
+    let spans: Vec<u128> = during.windows(2).map(|w| (w[1].saturating_sub(w[0])) / 1_000_000).collect();
+    // (the times are taken by the services themselves: allow for their start-up jitter)
+    let quick = spans.iter().filter(|ms| **ms < 50).count();
+    assert!(quick <= 3, "spawns much less than 100 ms apart in a storm: {spans:?}");
+    assert!(!log().contains("failed, not restarting"), "{}", log());
+    sv.stop();
+}

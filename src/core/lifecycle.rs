@@ -194,6 +194,16 @@ impl Lifecycle {
         self.begin_stop(StopReason::Requested, now)
     }
 
+    /// An essential slot failed for good: the container stops with `code` (unless CMD's
+    /// own code comes first).
+    pub fn fail(&mut self, code: i32, now: Instant) -> Vec<Action> {
+        if self.stopping() {
+            return Vec::new();
+        }
+        self.exit_code.get_or_insert(code);
+        self.begin_stop(StopReason::Requested, now)
+    }
+
     /// A child was reaped.
     pub fn on_exit(&mut self, pid: Pid, status: ExitStatus, now: Instant) -> Vec<Action> {
         if self.command == Some(pid) {

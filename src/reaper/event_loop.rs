@@ -152,6 +152,10 @@ impl Runtime {
             }
             self.supervisor.check_groups(now);
             self.supervisor.on_tick(now);
+            if let Some(code) = self.supervisor.take_essential_failure() {
+                let actions = self.life.fail(code, now);
+                self.execute(actions, now);
+            }
             let due = self.life.on_tick(now);
             self.execute(due, now);
             if let Some(control) = &mut self.control {
@@ -243,6 +247,10 @@ impl Runtime {
             let outcome = control.serve(&control_ready, &mut self.supervisor, now);
             if outcome.shutdown {
                 let actions = self.life.request_shutdown(now);
+                self.execute(actions, now);
+            }
+            if let Some(code) = self.supervisor.take_essential_failure() {
+                let actions = self.life.fail(code, now);
                 self.execute(actions, now);
             }
         }

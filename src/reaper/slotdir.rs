@@ -34,6 +34,9 @@ pub struct SlotDir {
     pub notification_fd: Option<i32>,
     /// `down` exists: do not start the slot when it is loaded.
     pub down: bool,
+    /// `on-failure` says `shutdown`: the slot is essential, and its permanent failure stops
+    /// the container with its exit code.
+    pub essential: bool,
 }
 
 /// Reads the slot directory `dir`, starting from `defaults`. Every file is opened relative
@@ -64,7 +67,7 @@ pub fn read(dir: &Path, defaults: &SlotSettings) -> Result<SlotDir, String> {
 }
 
 /// The setting files a slot directory may hold.
-pub const SETTING_FILES: [&str; 4] = ["timeout-kill", "timeout-finish", "down-signal", "notification-fd"];
+pub const SETTING_FILES: [&str; 5] = ["timeout-kill", "timeout-finish", "down-signal", "notification-fd", "on-failure"];
 /// The largest setting file read.
 pub const MAX_SETTING: u64 = 4096;
 
@@ -100,7 +103,14 @@ pub fn settings_from(
     let notification_fd = number("notification-fd", 3, 1023)?.map(|n| n as i32);
     settings.notification = notification_fd.is_some();
     settings.has_finish = has_finish;
-    Ok(SlotDir { settings, notification_fd, down })
+    let essential = match text("on-failure").as_deref() {
+        None | Some("restart") => false,
+        Some("shutdown") => true,
+        Some(other) => {
+            return Err(format!("{}: expected restart or shutdown, found {other:?}", dir.join("on-failure").display()));
+        }
+    };
+    Ok(SlotDir { settings, notification_fd, down, essential })
 }
 
 #[cfg(test)]
@@ -161,18 +171,22 @@ mod tests {
         assert_eq!(got.settings.timeout_finish, Duration::from_millis(100));
         assert_eq!(got.settings.down_signal, 2);
         let plain = read(slot(&[("run", "#!/bin/sh\n")]).path(), &SlotSettings::default()).unwrap();
-        assert_eq!(plain, SlotDir { settings: SlotSettings::default(), notification_fd: None, down: false });
+        assert_eq!(
+            plain,
+            SlotDir { settings: SlotSettings::default(), notification_fd: None, down: false, essential: false }
+        );
     }
 
     #[test]
     fn bad_slots_are_errors_that_name_the_file() {
-        let cases: [(&[(&str, &str)], &str); 6] = [
+        let cases: [(&[(&str, &str)], &str); 7] = [
             (&[], "run"),
             (&[("run", "x"), ("timeout-kill", "soon")], "timeout-kill"),
             (&[("run", "x"), ("notification-fd", "1")], "notification-fd"),
             (&[("run", "x"), ("down-signal", "NOPE")], "down-signal"),
             (&[("run", "x"), ("timeout-finish", "-5")], "timeout-finish"),
             (&[("run", "x"), ("down-signal", "99")], "down-signal"),
+            (&[("run", "x"), ("on-failure", "panic")], "on-failure"),
         ];
         for (files, needle) in cases {
             let dir = slot(files);

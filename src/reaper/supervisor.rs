@@ -76,6 +76,8 @@ struct Entry {
     /// The gateway behind the slot, when it is one.
     gateway: Option<Gateway>,
     remove_dir_when_gone: bool,
+    /// Its permanent failure stops the container (`on-failure` is `shutdown`).
+    essential: bool,
 }
 
 /// Converts the loop's monotonic instants into wall-clock times for status output.
@@ -114,7 +116,22 @@ pub struct Supervisor {
     /// Watches the profile directories of gateway slots (`None`: no inotify here; the
     /// saved states are then read when a slot changes).
     watcher: Option<crate::sys::watch::Watcher>,
+    /// An essential slot failed for good: the container must stop with this code.
+    essential_failure: Option<i32>,
+    /// Crashes of every slot in the last [`STORM_WINDOW`], and whether a storm is on.
+    recent_crashes: VecDeque<Instant>,
+    storm: bool,
+    /// During a storm, the next moment any slot may be spawned.
+    storm_next_spawn: Instant,
 }
+
+/// More than this many crashes of slots (of all slots together) within [`STORM_WINDOW`] is a
+/// crash storm: while it lasts, no slot is started more than once a second, so a broken
+/// dependency shared by many slots does not turn the machine into a fork loop.
+/// While a storm lasts, at most one spawn of any slot happens per [`STORM_SPACING`].
+pub const STORM_CRASHES: usize = 20;
+pub const STORM_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
+pub const STORM_SPACING: std::time::Duration = std::time::Duration::from_millis(100);
 
 impl Supervisor {
     pub fn new(scan_dir: PathBuf, defaults: SlotSettings, output_format: output::Format, home: PathBuf) -> Supervisor {
@@ -129,6 +146,10 @@ impl Supervisor {
             dirty: BTreeSet::new(),
             shutting_down: false,
             clock: Clock::now(),
+            essential_failure: None,
+            recent_crashes: VecDeque::new(),
+            storm: false,
+            storm_next_spawn: Instant::now(),
             watcher: match crate::sys::watch::Watcher::new() {
                 Ok(watcher) => Some(watcher),
                 Err(e) => {
@@ -201,6 +222,7 @@ impl Supervisor {
             notification_fd: read.notification_fd,
             notify: None,
             remove_dir_when_gone: false,
+            essential: read.essential,
         };
         self.slots.insert(name.clone(), entry);
         tracing::info!(slot = %name, "loaded{}", if read.down { " (down file: not started)" } else { "" });
@@ -309,6 +331,12 @@ impl Supervisor {
         }
     }
 
+    /// The exit code an essential slot's permanent failure asks the container to stop with,
+    /// once.
+    pub fn take_essential_failure(&mut self) -> Option<i32> {
+        self.essential_failure.take()
+    }
+
     /// The process groups of every slot that still has processes.
     pub fn live_groups(&self) -> Vec<Pid> {
         self.slots.values().flat_map(|e| e.slot.group().into_iter().chain(e.slot.finish_pid())).collect()
@@ -329,6 +357,9 @@ impl Supervisor {
         if leader {
             if let Some(entry) = self.slots.get_mut(&name) {
                 entry.notify = None;
+                if matches!(entry.slot.state().name(), StateName::Starting | StateName::Up) {
+                    self.note_crash(now);
+                }
             }
             tracing::info!(slot = %name, "exited: {status}");
             self.act(&name, Event::LeaderExited(status), now);
@@ -350,6 +381,33 @@ impl Supervisor {
         for name in gone {
             self.act(&name, Event::GroupGone, now);
         }
+    }
+
+    /// Counts a crash toward the container-wide storm guard, saying once when a storm begins
+    /// and once when it is over.
+    fn note_crash(&mut self, now: Instant) {
+        self.recent_crashes.retain(|at| now.saturating_duration_since(*at) < STORM_WINDOW);
+        self.recent_crashes.push_back(now);
+        if !self.storm && self.recent_crashes.len() > STORM_CRASHES {
+            self.storm = true;
+            tracing::warn!(
+                "crash storm: {} slot crashes within {} s; every restart is spread out (at most once a second per slot) until it calms down",
+                self.recent_crashes.len(),
+                STORM_WINDOW.as_secs()
+            );
+        }
+    }
+
+    /// Whether a crash storm is on (ending it once the window holds few enough crashes).
+    fn in_storm(&mut self, now: Instant) -> bool {
+        if self.storm {
+            self.recent_crashes.retain(|at| now.saturating_duration_since(*at) < STORM_WINDOW);
+            if self.recent_crashes.len() <= STORM_CRASHES / 2 {
+                self.storm = false;
+                tracing::info!("crash storm over: restarts as usual again");
+            }
+        }
+        self.storm
     }
 
     /// Fires the deadlines that are due.
@@ -519,8 +577,20 @@ impl Supervisor {
         let mut queue: VecDeque<SlotAction> = entry.slot.handle(event, now).into();
         self.dirty.insert(name.to_string());
         while let Some(action) = queue.pop_front() {
+            // In a storm, spawns of all slots together are spread out, one per STORM_SPACING;
+            // the others wait a second (no death counted) and try again.
+            let storm = matches!(action, SlotAction::Spawn) && self.in_storm(now) && {
+                let held = now < self.storm_next_spawn;
+                if !held {
+                    self.storm_next_spawn = now + STORM_SPACING;
+                }
+                held
+            };
             let Some(entry) = self.slots.get_mut(name) else { return };
             match action {
+                SlotAction::Spawn if storm => {
+                    queue.extend(entry.slot.handle(Event::SpawnDeferred("crash storm".into()), now));
+                }
                 SlotAction::Spawn => match spawn_run(entry, &mut self.next_pipe) {
                     Ok(pid) => {
                         tracing::info!(slot = %name, "started (pid {pid})");
@@ -554,6 +624,11 @@ impl Supervisor {
                 }
                 SlotAction::PermanentFailure(reason) => {
                     tracing::error!(slot = %name, "failed, not restarting: {reason}");
+                    if entry.essential && self.essential_failure.is_none() {
+                        let code = entry.slot.snapshot().last_exit.map_or(1, |s| s.code());
+                        tracing::error!(slot = %name, "an essential slot failed: stopping the container with code {code}");
+                        self.essential_failure = Some(code);
+                    }
                     // A gateway slot records it in its profile.
                     if let Some(gateway) = &entry.gateway {
                         let _ = gateway.record_permanent_failure(name, &reason);
