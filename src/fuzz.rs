@@ -66,6 +66,7 @@ fn sample_document() -> HealthDoc {
         version: "0".into(),
         uptime: 0.0,
         started_at: 0,
+        standby: None,
         slots: Slots::new(vec![slot]),
     }
 }

@@ -681,3 +681,33 @@ fn a_gateway_is_ready_when_its_state_file_says_running() {
     assert!(health.stdout.contains("degraded"), "{health:?}");
     c.sv.stop();
 }
+
+/// Issue 13, item 4: two containers on one volume never both run its gateways. The second
+/// registers every gateway down, says who holds the volume, is degraded, refuses to start a
+/// gateway, and takes the gateways over once the first is gone.
+#[test]
+fn one_owner_per_volume() {
+    if !namespaces_available() {
+        return;
+    }
+    let mut first = Container::new();
+    first.fx.profile("shared", Some(r#"{"desired_state": "running"}"#));
+    first.boot();
+    first.sv.wait_state("gateway-shared", "up");
+    let mut second = Container::new();
+    second.extra_env.push(("HERMES_HOME".into(), first.fx.home().display().to_string()));
+    second.boot();
+    let status = second.sv.status("gateway-shared");
+    assert_eq!(status["state"], "down", "{status}");
+    let health = second.ctl(&["health"]);
+    assert_eq!(health.code, 1, "{health:?}");
+    assert!(health.stdout.contains("held by another container") && health.stdout.contains("pid="), "{health:?}");
+    let start = second.ctl(&["gateway", "start", "-p", "shared"]);
+    assert_eq!(start.code, 1, "{start:?}");
+    assert!(start.stderr.contains("held by another container"), "{start:?}");
+    // The first container goes away: the second takes its gateways over.
+    assert_eq!(first.sv.stop().code, 0);
+    second.sv.wait_state("gateway-shared", "up");
+    assert_eq!(second.ctl(&["health", "--level", "ready"]).code, 0);
+    second.sv.stop();
+}

@@ -72,6 +72,10 @@ pub struct Pass {
     pub gateway_command: Option<String>,
     pub gateway_user: String,
     pub helper: PathBuf,
+    /// Another container holds the volume (`HERMES_INIT_VOLUME=standby`, set by the reaper
+    /// for its hooks): every gateway is registered down, and nothing on the volume changes
+    /// but the boot log.
+    pub standby: bool,
 }
 
 impl Pass {
@@ -85,6 +89,7 @@ impl Pass {
             gateway_command: env("HERMES_INIT_GATEWAY_CMD").filter(|v| !v.trim().is_empty()),
             gateway_user: env("HERMES_INIT_GATEWAY_USER").filter(|v| !v.is_empty()).unwrap_or_else(|| "hermes".into()),
             helper,
+            standby: env("HERMES_INIT_VOLUME").as_deref() == Some("standby"),
         }
     }
 
@@ -279,6 +284,16 @@ fn reconcile_one(pass: &Pass, name: &str, path: &Path) -> Outcome {
         reason: warning,
         slot_failed: false,
     };
+    if pass.standby {
+        outcome.action = "registered";
+        outcome.reason = Some("the volume is held by another container: down here".into());
+        if let Err(e) = slot_writer::write_slot(&pass.scan_dir, &pass.gateway_slot(name, path, &profile), true) {
+            eprintln!("hermes-cont-init: warning: profile {}: cannot write its slot: {e}", shown(name));
+            outcome.action = "skipped";
+            outcome.slot_failed = true;
+        }
+        return outcome;
+    }
     if pass.dry_run {
         outcome.action = if start { "would-start" } else { "would-register" };
         if record_running {

@@ -55,6 +55,9 @@ pub fn health(globals: &Globals, words: &[String], flags: &Flags) -> Result<i32,
             doc.uptime,
             details.len()
         );
+        if let Some(standby) = &doc.standby {
+            println!("  {standby}");
+        }
         for slot in details.values().filter(|s| s.lagging()) {
             println!("  not ready: {} ({})", slot.slot, slot.state.as_str());
         }

@@ -55,6 +55,9 @@ pub struct HealthDoc {
     pub uptime: f64,
     /// When the init started (epoch seconds).
     pub started_at: u64,
+    /// Set while another container holds the volume: who (the gateways stay down here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub standby: Option<String>,
     pub slots: Slots,
 }
 

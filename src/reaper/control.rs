@@ -326,9 +326,10 @@ enum Handled {
 fn refused(error: SupervisorError) -> Reply {
     let kind = match error {
         SupervisorError::NoSuchSlot(_) => ErrorKind::NoSuchSlot,
-        SupervisorError::AlreadyLoaded(_) | SupervisorError::NotRunning(_) | SupervisorError::ShuttingDown => {
-            ErrorKind::Conflict
-        }
+        SupervisorError::AlreadyLoaded(_)
+        | SupervisorError::NotRunning(_)
+        | SupervisorError::ShuttingDown
+        | SupervisorError::Standby(_) => ErrorKind::Conflict,
         SupervisorError::BadSlot(_) => ErrorKind::BadRequest,
         SupervisorError::System(_) => ErrorKind::System,
     };

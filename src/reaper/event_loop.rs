@@ -41,7 +41,14 @@ struct Runtime {
     /// Processes reaped and loop turns, for `/metrics`.
     reaped: u64,
     wakeups: u64,
+    /// The volume's lock, while this container holds it.
+    volume_lock: Option<sys::FileLock>,
+    /// While another container holds the volume: when to try the lock again.
+    lock_retry_at: Option<Instant>,
 }
+
+/// How often a container on standby tries to take the volume's lock over.
+const LOCK_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Runs the init until the shutdown is complete and returns the exit code.
 pub fn run(mut config: Config) -> i32 {
@@ -125,7 +132,10 @@ pub fn run(mut config: Config) -> i32 {
         start_dir,
         reaped: 0,
         wakeups: 0,
+        volume_lock: None,
+        lock_retry_at: None,
     };
+    runtime.try_volume_lock(Instant::now());
     let first = runtime.life.start();
     runtime.execute(first, Instant::now());
     runtime.run_loop(&mut signals)
@@ -152,6 +162,9 @@ impl Runtime {
             }
             self.supervisor.check_groups(now);
             self.supervisor.on_tick(now);
+            if self.lock_retry_at.is_some_and(|at| now >= at) {
+                self.try_volume_lock(now);
+            }
             if let Some(code) = self.supervisor.take_essential_failure() {
                 let actions = self.life.fail(code, now);
                 self.execute(actions, now);
@@ -179,6 +192,7 @@ impl Runtime {
     /// deadline, and serves the descriptors that became ready.
     fn wait_for_events(&mut self, signals: &SignalPipe) {
         let deadline = [
+            self.lock_retry_at,
             self.life.next_deadline(),
             self.supervisor.next_deadline(),
             self.control.as_ref().and_then(|c| c.next_deadline()),
@@ -321,8 +335,45 @@ impl Runtime {
         }
     }
 
+    /// Takes the volume's lock, or stays on standby (gateway slots down) while another
+    /// container holds it, trying again every second; takes the gateways over once it has it.
+    fn try_volume_lock(&mut self, now: Instant) {
+        if self.life.stopping() {
+            self.lock_retry_at = None;
+            return;
+        }
+        let home = crate::volume::Home::new(&self.config.home);
+        match crate::volume::lock::try_take(&home) {
+            Ok(crate::volume::lock::Tried::Held(lock)) => {
+                self.volume_lock = Some(lock);
+                self.lock_retry_at = None;
+                if self.supervisor.standby().is_some() {
+                    tracing::info!("the volume's lock is free: this container takes its gateways over");
+                    self.supervisor.take_over(now);
+                }
+            }
+            Ok(crate::volume::lock::Tried::Busy(holder)) => {
+                if self.supervisor.standby().is_none() {
+                    tracing::warn!(
+                        "the volume {} is held by another container ({holder}): its gateways stay down here until it lets go",
+                        self.config.home.display()
+                    );
+                    self.supervisor.set_standby(Some(holder));
+                }
+                self.lock_retry_at = Some(now + LOCK_RETRY);
+            }
+            Err(e) => {
+                tracing::warn!("cannot lock the volume {}: {e}; running without its lock", self.config.home.display());
+                self.lock_retry_at = None;
+            }
+        }
+    }
+
     fn spawn_hook(&self, name: &str) -> io::Result<Pid> {
         let mut command = Command::new(self.config.cont_init_dir.join(name));
+        // The boot pass registers every gateway down, and changes nothing on the volume,
+        // while another container holds it.
+        command.env("HERMES_INIT_VOLUME", if self.supervisor.standby().is_some() { "standby" } else { "held" });
         if let Some(dir) = &self.start_dir {
             command.current_dir(dir);
         }

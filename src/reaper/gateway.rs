@@ -113,6 +113,14 @@ impl Gateway {
         self.fields.clone()
     }
 
+    /// Whether the operator's intent says this gateway runs (the boot decision, read now).
+    pub fn intends_running(&self) -> bool {
+        let Ok(dir) = self.home.open_profile(&self.profile) else { return false };
+        let intent = crate::volume::intent::read(&dir).ok().flatten();
+        let saved = state::read_state(&dir);
+        crate::core::reconcile::decide(saved.as_ref().map_err(String::as_str), intent).start
+    }
+
     /// The gateway says it runs.
     pub fn says_running(&self) -> bool {
         self.fields.gateway_state.as_deref() == Some("running")

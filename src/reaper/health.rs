@@ -215,6 +215,7 @@ impl HealthServer {
             version: env!("CARGO_PKG_VERSION").into(),
             uptime: now.saturating_duration_since(self.started).as_secs_f64().floor(),
             started_at: self.started_at.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+            standby: supervisor.standby().map(|who| format!("the volume is held by another container: {who}")),
             slots: Slots::new(details),
         }
     }
@@ -471,6 +472,7 @@ mod tests {
             version: "0".into(),
             uptime: 0.0,
             started_at: 0,
+            standby: None,
             slots: Slots::new(vec![slot]),
         }
     }

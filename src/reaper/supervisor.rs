@@ -35,6 +35,8 @@ pub enum SupervisorError {
     ShuttingDown,
     /// A slot directory that cannot be loaded, with the reason naming the path.
     BadSlot(String),
+    /// Another container holds the volume: its gateways run there.
+    Standby(String),
     /// A system call failed, with the reason naming the target.
     System(String),
 }
@@ -47,6 +49,10 @@ impl std::fmt::Display for SupervisorError {
             SupervisorError::NotRunning(name) => write!(f, "slot '{name}' is not running"),
             SupervisorError::ShuttingDown => f.write_str("the container is shutting down"),
             SupervisorError::BadSlot(reason) | SupervisorError::System(reason) => f.write_str(reason),
+            SupervisorError::Standby(holder) => write!(
+                f,
+                "the volume is held by another container ({holder}): its gateways run there; this one takes over when it lets go"
+            ),
         }
     }
 }
@@ -123,6 +129,9 @@ pub struct Supervisor {
     storm: bool,
     /// During a storm, the next moment any slot may be spawned.
     storm_next_spawn: Instant,
+    /// Another container holds the volume (who, as its lock file says): gateway slots stay
+    /// down until this one takes the lock over.
+    standby: Option<String>,
 }
 
 /// More than this many crashes of slots (of all slots together) within [`STORM_WINDOW`] is a
@@ -150,6 +159,7 @@ impl Supervisor {
             recent_crashes: VecDeque::new(),
             storm: false,
             storm_next_spawn: Instant::now(),
+            standby: None,
             watcher: match crate::sys::watch::Watcher::new() {
                 Ok(watcher) => Some(watcher),
                 Err(e) => {
@@ -168,13 +178,40 @@ impl Supervisor {
         self.slots.get(name).map(|e| e.slot.state().name())
     }
 
+    /// Another container holds the volume: who.
+    pub fn standby(&self) -> Option<&str> {
+        self.standby.as_deref()
+    }
+
+    /// Gateway slots stay down while another container holds the volume (`Some(who)`).
+    pub fn set_standby(&mut self, holder: Option<String>) {
+        self.standby = holder;
+    }
+
+    /// This container took the volume's lock over: every gateway slot whose intent says
+    /// running starts, by the same decision as at boot.
+    pub fn take_over(&mut self, now: Instant) {
+        self.standby = None;
+        let gateways: Vec<(String, bool)> = self
+            .slots
+            .iter()
+            .filter_map(|(name, e)| e.gateway.as_ref().map(|g| (name.clone(), g.intends_running())))
+            .collect();
+        for (name, running) in gateways {
+            if running {
+                self.act(&name, Event::Start, now);
+            }
+        }
+    }
+
     /// Whether every slot wanted up is up and ready, none has failed for good (a failed
     /// slot is down and no longer wanted, yet the container is not healthy until an operator
     /// starts or stops it), and no gateway says it is `degraded`.
     pub fn all_wanted_ready(&self) -> bool {
         self.slots.values().all(|e| {
             let s = e.slot.snapshot();
-            let degraded = e.gateway.as_ref().is_some_and(Gateway::says_degraded);
+            let degraded = e.gateway.as_ref().is_some_and(Gateway::says_degraded)
+                || (e.gateway.is_some() && self.standby.is_some());
             s.state != StateName::Failed && !degraded && (!s.wanted_up || (s.state == StateName::Up && s.ready))
         })
     }
@@ -224,10 +261,21 @@ impl Supervisor {
             remove_dir_when_gone: false,
             essential: read.essential,
         };
+        let held_elsewhere = entry.gateway.is_some() && self.standby.is_some();
         self.slots.insert(name.clone(), entry);
-        tracing::info!(slot = %name, "loaded{}", if read.down { " (down file: not started)" } else { "" });
+        tracing::info!(
+            slot = %name,
+            "loaded{}",
+            if read.down {
+                " (down file: not started)"
+            } else if held_elsewhere {
+                " (the volume is held by another container: not started)"
+            } else {
+                ""
+            }
+        );
         self.dirty.insert(name.clone());
-        if !read.down {
+        if !read.down && !held_elsewhere {
             self.act(&name, Event::Start, now);
         }
         Ok(name)
@@ -291,6 +339,12 @@ impl Supervisor {
             return Err(SupervisorError::ShuttingDown);
         }
         self.known(name)?;
+        if let Some(holder) = &self.standby
+            && event != Event::Stop
+            && self.slots.get(name).is_some_and(|e| e.gateway.is_some())
+        {
+            return Err(SupervisorError::Standby(holder.clone()));
+        }
         self.act(name, event, now);
         Ok(())
     }

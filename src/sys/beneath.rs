@@ -218,6 +218,26 @@ impl Dir {
         }
     }
 
+    /// Opens `name` for reading and writing, creating it (mode `mode`, given to `owner`) if
+    /// missing; an existing entry must be a regular file with a single link.
+    pub fn open_rw(&self, name: &str, mode: u32, owner: Option<Owner>) -> io::Result<File> {
+        let flags = OFlag::O_RDWR | OFlag::O_NONBLOCK;
+        match self.open_beneath(Path::new(name), flags | OFlag::O_CREAT | OFlag::O_EXCL, Mode::from_bits_truncate(mode))
+        {
+            Ok(fd) => {
+                let file = File::from(fd);
+                give(&file, owner, &self.display(name))?;
+                Ok(file)
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                let file = File::from(self.open_beneath(Path::new(name), flags, Mode::empty())?);
+                self.check_writable(&file, name)?;
+                Ok(file)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Creates `name` anew for writing; an existing entry of that name is an error.
     pub fn create_new(&self, name: &str, mode: u32, owner: Option<Owner>) -> io::Result<File> {
         let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NONBLOCK;

@@ -139,6 +139,20 @@ pub fn out_of_descriptors(error: &io::Error) -> bool {
     matches!(error.raw_os_error(), Some(nix::libc::EMFILE | nix::libc::ENFILE))
 }
 
+/// An exclusive lock (flock(2)) on an open file, held until the value is dropped.
+pub type FileLock = nix::fcntl::Flock<std::fs::File>;
+
+/// Takes an exclusive lock on `file` without waiting: `Err` gives the file back when another
+/// holder has it.
+pub fn try_lock(file: std::fs::File) -> Result<FileLock, (std::fs::File, io::Error)> {
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(f, e)| (f, e.into()))
+}
+
+/// This machine's host name (the container's, in a container).
+pub fn host_name() -> String {
+    nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "?".into())
+}
+
 /// Whether `path` is on a filesystem mounted `noexec`.
 pub fn mounted_noexec(path: &std::path::Path) -> bool {
     nix::sys::statvfs::statvfs(path).is_ok_and(|s| s.flags().contains(nix::sys::statvfs::FsFlags::ST_NOEXEC))

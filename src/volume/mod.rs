@@ -15,6 +15,7 @@ pub mod atomic;
 pub mod boot_log;
 pub mod gateway_log;
 pub mod intent;
+pub mod lock;
 pub mod slot_writer;
 pub mod state;
 
