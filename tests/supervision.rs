@@ -492,3 +492,41 @@ fn a_crash_storm_spreads_the_restarts_out() {
     assert!(!log().contains("failed, not restarting"), "{}", log());
     sv.stop();
 }
+
+/// Issue 13, item 6: `hermesctl logs SLOT [-n N] [-f]` shows a slot's recent output from a
+/// small in-memory ring, and follows it.
+#[test]
+fn hermesctl_logs_shows_and_follows_a_slots_output() {
+    if !namespaces_available() {
+        return;
+    }
+    let mut sv = Supervised::new();
+    let go = sv.scratch.path("go");
+    sv.slot(
+        "talker",
+        &format!(
+            "i=0; while [ $i -lt 300 ]; do echo \"line $i\"; i=$((i+1)); done\nwhile [ ! -e {go} ]; do sleep 0.05; done\necho after\nexec sleep 9601",
+            go = go.display()
+        ),
+        &[],
+    );
+    sv.boot(true, &[]);
+    wait_for("the lines", LONG, || sv.ctl(&["logs", "talker", "-n", "1"]).stdout.trim() == "line 299");
+    let last = sv.ctl(&["logs", "talker", "-n", "3"]);
+    assert_eq!(last.stdout, "line 297\nline 298\nline 299\n", "{last:?}");
+    // The ring keeps 200 lines, not all 300.
+    let all = sv.ctl(&["logs", "talker", "-n", "1000"]);
+    assert_eq!(all.stdout.lines().count(), 200, "{}", all.stdout.lines().next().unwrap_or(""));
+    assert_eq!(all.stdout.lines().next(), Some("line 100"));
+    // -f follows: once it has shown the last line, it sees the line printed after.
+    let mut follow = std::process::Command::new(CTL);
+    follow.arg("--socket").arg(sv.socket()).args(["logs", "talker", "-n", "1", "-f"]);
+    let following = start(follow);
+    wait_for("the follower's first lines", LONG, || following.stdout_now().contains("line 299"));
+    std::fs::write(&go, "").unwrap();
+    wait_for("the followed line", LONG, || following.stdout_now().contains("after"));
+    assert_eq!(sv.ctl(&["logs", "nope"]).code, 1);
+    assert_eq!(sv.ctl(&["logs", "talker", "--json"]).code, 100);
+    drop(following);
+    sv.stop();
+}

@@ -47,6 +47,8 @@ COMMANDS:
                                          Stop a slot, wait until its processes are gone, and
                                          forget it; --remove also deletes its directory
     scan                                 Load new slot directories, unload vanished ones
+    logs SLOT [-n N] [-f]                The slot's last N lines of output [20] (the reaper
+                                         keeps 200 lines or 32 KiB per slot); -f follows
     send EVENT [JSON]                    Send any control event (JSON object of fields) and
                                          print the raw reply
     profile create NAME [--start] [--wait] [--timeout MS]
@@ -109,6 +111,8 @@ pub struct Flags {
     pub yes: bool,
     pub profile: Option<String>,
     pub level: Option<String>,
+    pub lines: Option<usize>,
+    pub follow: bool,
 }
 
 impl Flags {
@@ -126,6 +130,7 @@ fn allowed_flags(command: &str) -> &'static [&'static str] {
         "profile" => &["start", "wait", "timeout", "yes"],
         "gateway" => &["profile", "all", "wait", "timeout"],
         "health" => &["json", "level"],
+        "logs" => &["lines", "follow"],
         _ => &[],
     }
 }
@@ -178,6 +183,8 @@ fn parse(args: Vec<String>, env: &impl Fn(&str) -> Option<String>) -> Result<Inv
             Long("yes") => "yes",
             Short('p') | Long("profile") => "profile",
             Long("level") => "level",
+            Short('n') | Long("lines") => "lines",
+            Short('f') | Long("follow") => "follow",
             Short(c) if c.is_ascii_digit() && command.as_deref() == Some("signal") => {
                 return Err(CtlError::usage(format!("-{c}...: not a signal (a name, or a number from 1 to 64)")));
             }
@@ -206,6 +213,12 @@ fn parse(args: Vec<String>, env: &impl Fn(&str) -> Option<String>) -> Result<Inv
             }
             "profile" => flags.profile = Some(parser.value()?.string()?),
             "level" => flags.level = Some(parser.value()?.string()?),
+            "follow" => flags.follow = true,
+            "lines" => {
+                let value = parser.value()?.string()?;
+                flags.lines =
+                    Some(value.parse().map_err(|_| CtlError::usage(format!("-n: not a number of lines: '{value}'")))?);
+            }
             _ => {}
         }
     }
@@ -250,6 +263,7 @@ fn dispatch(
         "load" => slots::load(&client, words),
         "unload" => slots::unload(&client, words, flags),
         "scan" => slots::scan(&client, words),
+        "logs" => slots::logs(&client, words, flags),
         "send" => slots::send(&client, words),
         "profile" | "gateway" => {
             let mut pass = crate::cont_init::Pass::from_env(env, crate::cont_init::helper_path());

@@ -1,6 +1,7 @@
 //! The slot commands of `hermesctl`: status, start/stop/restart, signal, load, unload,
 //! scan, and `send` for any event.
 
+use std::io::Write;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
@@ -112,6 +113,31 @@ pub fn unload(client: &Client, words: &[String], flags: &Flags) -> Result<i32, C
     let request =
         Request::Unload { slot: slot.clone(), remove: flags.remove, timeout_ms: Some(client.wait.as_millis() as u64) };
     Ok(finish(&client.request(&request)?, false))
+}
+
+/// `logs SLOT [-n N] [-f]`: the slot's recent output; with `-f`, new lines as they come
+/// (asked for four times a second) until the slot is unloaded or hermesctl is interrupted.
+pub fn logs(client: &Client, words: &[String], flags: &Flags) -> Result<i32, CtlError> {
+    let [slot] = words else { return Err(CtlError::usage("usage: hermesctl logs SLOT [-n N] [-f]")) };
+    let mut request = Request::Logs { slot: slot.clone(), lines: Some(flags.lines.unwrap_or(20)), after: None };
+    loop {
+        let reply = client.expect(&request)?;
+        let Some(ReplyData::Logs { lines, last }) = reply.data else {
+            return Err(CtlError::System("a reply without lines".into()));
+        };
+        {
+            let mut out = std::io::stdout().lock();
+            for line in lines {
+                let _ = writeln!(out, "{}", line.text);
+            }
+            let _ = out.flush();
+        }
+        if !flags.follow {
+            return Ok(code::OK);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+        request = Request::Logs { slot: slot.clone(), lines: None, after: Some(last) };
+    }
 }
 
 /// `scan`

@@ -145,6 +145,16 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         timeout_ms: Option<u64>,
     },
+    /// A slot's recent output: the last `lines` lines, or the lines after `after` (a
+    /// sequence number from an earlier reply, to follow it).
+    #[serde(rename = "slot.logs")]
+    Logs {
+        slot: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        lines: Option<usize>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<u64>,
+    },
     #[serde(rename = "scan")]
     Scan,
     #[serde(rename = "shutdown")]
@@ -152,7 +162,7 @@ pub enum Request {
 }
 
 /// The event names, for error messages.
-pub const EVENTS: [&str; 9] = [
+pub const EVENTS: [&str; 10] = [
     "slot.start",
     "slot.stop",
     "slot.restart",
@@ -160,9 +170,19 @@ pub const EVENTS: [&str; 9] = [
     "slot.status",
     "slot.load",
     "slot.unload",
+    "slot.logs",
     "scan",
     "shutdown",
 ];
+
+/// One line of a slot's output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLine {
+    /// Its place in the init's sequence of service lines (for following).
+    pub seq: u64,
+    pub stream: String,
+    pub text: String,
+}
 
 /// Parses one request line, with an error that says what is wrong in the request's terms.
 pub fn parse_request(line: &[u8]) -> Result<Request, String> {
@@ -208,10 +228,24 @@ pub enum ErrorKind {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum ReplyData {
-    Slot { slot: Box<SlotStatus> },
-    Slots { slots: Vec<SlotStatus> },
-    Loaded { slot: String },
-    Scanned { loaded: Vec<String>, unloaded: Vec<String> },
+    Slot {
+        slot: Box<SlotStatus>,
+    },
+    Slots {
+        slots: Vec<SlotStatus>,
+    },
+    Loaded {
+        slot: String,
+    },
+    Scanned {
+        loaded: Vec<String>,
+        unloaded: Vec<String>,
+    },
+    /// Lines of output, and the sequence number to follow from.
+    Logs {
+        lines: Vec<LogLine>,
+        last: u64,
+    },
 }
 
 /// A reply.

@@ -387,6 +387,14 @@ fn handle(line: &[u8], supervisor: &mut Supervisor, now: Instant) -> Handled {
             let limit = Wait { wait: None, timeout_ms }.limit();
             Handled::Wait(Pending { slot, until: Until::Gone, deadline: now + limit })
         }),
+        Request::Logs { slot, lines, after } => {
+            supervisor.logs(&slot, lines.unwrap_or(20), after).map(|(lines, last)| {
+                Handled::Reply(Reply::ok(
+                    format!("slot {slot}: {} lines", lines.len()),
+                    Some(ReplyData::Logs { lines, last }),
+                ))
+            })
+        }
         Request::Scan => {
             let (loaded, unloaded) = supervisor.scan(true, now);
             Ok(Handled::Reply(Reply::ok(

@@ -17,6 +17,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use crate::core::Pid;
 use crate::core::exit::{ExitStatus, code};
 use crate::core::slot::{Event, Slot, SlotAction, SlotSettings, Snapshot, StateName};
+use crate::proto::control::LogLine;
 use crate::proto::status::{SlotStatus, Wanted};
 use crate::reaper::gateway::Gateway;
 use crate::reaper::output::{self, LineSplitter};
@@ -84,7 +85,16 @@ struct Entry {
     remove_dir_when_gone: bool,
     /// Its permanent failure stops the container (`on-failure` is `shutdown`).
     essential: bool,
+    /// Its last lines of output, for `hermesctl logs` (at most [`RECENT_LINES`] lines and
+    /// [`RECENT_BYTES`] bytes).
+    recent: VecDeque<LogLine>,
+    recent_bytes: usize,
 }
+
+/// The most lines of output kept per slot.
+pub const RECENT_LINES: usize = 200;
+/// The most bytes of output kept per slot.
+pub const RECENT_BYTES: usize = 32 * 1024;
 
 /// Converts the loop's monotonic instants into wall-clock times for status output.
 #[derive(Debug, Clone, Copy)]
@@ -132,6 +142,8 @@ pub struct Supervisor {
     /// Another container holds the volume (who, as its lock file says): gateway slots stay
     /// down until this one takes the lock over.
     standby: Option<String>,
+    /// The sequence number of the last service line kept.
+    line_seq: u64,
 }
 
 /// More than this many crashes of slots (of all slots together) within [`STORM_WINDOW`] is a
@@ -160,6 +172,7 @@ impl Supervisor {
             storm: false,
             storm_next_spawn: Instant::now(),
             standby: None,
+            line_seq: 0,
             watcher: match crate::sys::watch::Watcher::new() {
                 Ok(watcher) => Some(watcher),
                 Err(e) => {
@@ -260,6 +273,8 @@ impl Supervisor {
             notify: None,
             remove_dir_when_gone: false,
             essential: read.essential,
+            recent: VecDeque::new(),
+            recent_bytes: 0,
         };
         let held_elsewhere = entry.gateway.is_some() && self.standby.is_some();
         self.slots.insert(name.clone(), entry);
@@ -558,10 +573,24 @@ impl Supervisor {
         let mut file_lines = String::new();
         let stream = pipe.stream;
         let to_file = entry.gateway.is_some();
+        let recent = &mut entry.recent;
+        let recent_bytes = &mut entry.recent_bytes;
+        let seq = &mut self.line_seq;
         let mut emit = |line: &[u8], cut: bool| {
             out.push_str(&output::render(format, name, stream, line, cut, &time));
+            let plain = output::render(output::Format::Plain, name, stream, line, cut, &time);
             if to_file {
-                file_lines.push_str(&output::render(output::Format::Plain, name, stream, line, cut, &time));
+                file_lines.push_str(&plain);
+            }
+            *seq += 1;
+            let text = plain.trim_end_matches('\n').to_string();
+            *recent_bytes += text.len();
+            recent.push_back(LogLine { seq: *seq, stream: stream.to_string(), text });
+            while recent.len() > RECENT_LINES || *recent_bytes > RECENT_BYTES {
+                match recent.pop_front() {
+                    Some(old) => *recent_bytes -= old.text.len(),
+                    None => break,
+                }
             }
         };
         pipe.splitter.feed(&buf[..read], &mut emit);
@@ -575,6 +604,17 @@ impl Supervisor {
         if let Some(gateway) = entry.gateway.as_mut().filter(|_| !file_lines.is_empty()) {
             gateway.log_lines(&file_lines);
         }
+    }
+
+    /// A slot's recent output: its last `lines` lines, or those after `after`; and the
+    /// sequence number to follow from.
+    pub fn logs(&self, name: &str, lines: usize, after: Option<u64>) -> Result<(Vec<LogLine>, u64)> {
+        let entry = self.slots.get(name).ok_or_else(|| SupervisorError::NoSuchSlot(name.to_string()))?;
+        let selected: Vec<LogLine> = match after {
+            Some(after) => entry.recent.iter().filter(|l| l.seq > after).cloned().collect(),
+            None => entry.recent.iter().skip(entry.recent.len().saturating_sub(lines)).cloned().collect(),
+        };
+        Ok((selected, self.line_seq))
     }
 
     /// The status of one slot, with its gateway fields.
