@@ -140,7 +140,7 @@ fn allowed_flags(command: &str) -> &'static [&'static str] {
 enum Invocation {
     Help,
     Version,
-    Run { globals: Globals, command: String, words: Vec<String>, flags: Flags },
+    Run { globals: Globals, command: String, words: Vec<String>, flags: Box<Flags> },
 }
 
 fn parse(args: Vec<String>, env: &impl Fn(&str) -> Option<String>) -> Result<Invocation, CtlError> {
@@ -223,7 +223,7 @@ fn parse(args: Vec<String>, env: &impl Fn(&str) -> Option<String>) -> Result<Inv
         }
     }
     let command = command.ok_or_else(|| CtlError::usage("no command given"))?;
-    Ok(Invocation::Run { globals, command, words, flags })
+    Ok(Invocation::Run { globals, command, words, flags: Box::new(flags) })
 }
 
 /// Runs `hermesctl` with the arguments after the program name; returns the exit code.
