@@ -363,10 +363,16 @@ fn profile_and_gateway_commands() {
     assert_eq!(c.sv.status("gateway-outside")["state"], "down");
     assert_eq!(c.ctl(&["gateway", "start", "-p", "outside", "--wait"]).code, 0);
     wait_for("the gateway to write running", LONG, || c.fx.state("outside")["gateway_state"] == "running");
-    // gateway start registers a profile whose slot does not exist yet.
+    // gateway start registers a profile whose slot does not exist yet (unless the reaper
+    // has discovered it already: either way it runs).
     c.fx.profile("later", None);
     let out = c.ctl(&["gateway", "start", "-p", "later", "--wait"]);
-    assert!(out.stdout.contains("gateway later: registered and started"), "{out:?}");
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stdout.contains("gateway later: registered and started") || out.stdout.contains("gateway later: started"),
+        "{out:?}"
+    );
+    c.sv.wait_state("gateway-later", "up");
     // A gateway that exits 78 fails for good, and says why in its profile.
     c.fx.profile("broken", Some(r#"{"gateway_state": "stopped"}"#));
     fs::write(c.fx.profile_dir("broken").join("config-error"), "").unwrap();
@@ -710,4 +716,44 @@ fn one_owner_per_volume() {
     second.sv.wait_state("gateway-shared", "up");
     assert_eq!(second.ctl(&["health", "--level", "ready"]).code, 0);
     second.sv.stop();
+}
+
+/// Issue 13, item 3: profiles created on the volume while the container runs get their
+/// gateway slot at once (down unless their intent says running, with the boot's
+/// validation), and a profile directory that disappears has its gateway stopped and its slot
+/// unloaded.
+#[test]
+fn profiles_are_discovered_live() {
+    if !namespaces_available() {
+        return;
+    }
+    let mut c = Container::new();
+    c.boot();
+    let profiles = c.fx.home().join("profiles");
+    // Made in steps, as a tool would: the directory first, SOUL.md and the state a bit later.
+    fs::create_dir(profiles.join("late")).unwrap();
+    fs::write(profiles.join("late/gateway_state.json"), r#"{"desired_state": "running"}"#).unwrap();
+    fs::write(profiles.join("late/SOUL.md"), "soul\n").unwrap();
+    c.sv.wait_state("gateway-late", "up");
+    // Without an intent: registered, down.
+    fs::create_dir(profiles.join("quiet")).unwrap();
+    fs::write(profiles.join("quiet/SOUL.md"), "soul\n").unwrap();
+    wait_for("the quiet profile's slot", LONG, || c.sv.status("gateway-quiet")["state"] == "down");
+    // Refused as at boot: a link, an invalid name, a directory without SOUL.md.
+    std::os::unix::fs::symlink(profiles.join("late"), profiles.join("linked")).unwrap();
+    fs::create_dir(profiles.join("Bad")).unwrap();
+    fs::write(profiles.join("Bad/SOUL.md"), "soul\n").unwrap();
+    fs::create_dir(profiles.join("nosoul")).unwrap();
+    // A marker profile made last: once it is registered, the ones before were considered.
+    fs::create_dir(profiles.join("marker")).unwrap();
+    fs::write(profiles.join("marker/SOUL.md"), "soul\n").unwrap();
+    wait_for("the marker", LONG, || !c.sv.status("gateway-marker").is_null());
+    for refused in ["gateway-linked", "gateway-Bad", "gateway-nosoul"] {
+        assert!(c.sv.status(refused).is_null(), "{refused} was loaded");
+    }
+    // The running profile disappears: its gateway is stopped, its slot unloaded and removed.
+    wait_for("late to run", LONG, || c.fx.state("late")["gateway_state"] == "running");
+    fs::remove_dir_all(profiles.join("late")).unwrap();
+    wait_for("the slot to be unloaded", LONG, || c.sv.status("gateway-late").is_null());
+    c.sv.stop();
 }

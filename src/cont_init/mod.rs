@@ -325,24 +325,6 @@ fn reconcile_one(pass: &Pass, name: &str, path: &Path) -> Outcome {
     outcome
 }
 
-/// Where the `hermes-cont-init` binary is, for the `run` files' `exec-as`: this program
-/// itself, or the one beside `hermesctl`.
-pub fn helper_path() -> PathBuf {
-    let beside = |exe: PathBuf| {
-        if exe.file_name().is_some_and(|n| n == "hermes-cont-init") {
-            Some(exe)
-        } else {
-            exe.parent().map(|dir| dir.join("hermes-cont-init"))
-        }
-    };
-    // Without /proc, argv[0] tells where the program is.
-    std::env::current_exe()
-        .ok()
-        .and_then(beside)
-        .or_else(|| std::env::args().next().filter(|a| a.contains('/')).map(PathBuf::from).and_then(beside))
-        .unwrap_or_else(|| PathBuf::from("hermes-cont-init"))
-}
-
 /// What the command line asks for.
 enum Invocation {
     Help,
@@ -351,7 +333,7 @@ enum Invocation {
 }
 
 fn parse(args: Vec<String>, env: &impl Fn(&str) -> Option<String>) -> Result<Invocation, lexopt::Error> {
-    let mut pass = Pass::from_env(env, helper_path());
+    let mut pass = Pass::from_env(env, slot_writer::helper_path());
     let mut parser = lexopt::Parser::from_args(args);
     while let Some(arg) = parser.next()? {
         match arg {

@@ -157,7 +157,9 @@ pub fn gateway(ctx: &Context, words: &[String], flags: &Flags) -> Result<i32, Ct
         let [name] = rest else { return Err(CtlError::usage("usage: hermesctl gateway register NAME")) };
         let dir = ctx.existing_profile(name)?;
         if ctx.client.loaded(&reconcile::slot_name(name))? {
-            return Err(CtlError::Negative(format!("gateway '{name}' is already registered")));
+            // The reaper discovers new profiles by itself: registered is what was asked for.
+            println!("gateway {name} is already registered");
+            return Ok(code::OK);
         }
         let intent = intent::read(&dir).ok().flatten();
         let decision = reconcile::decide(state::read_state(&dir).as_ref().map_err(String::as_str), intent);

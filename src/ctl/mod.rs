@@ -266,7 +266,7 @@ fn dispatch(
         "logs" => slots::logs(&client, words, flags),
         "send" => slots::send(&client, words),
         "profile" | "gateway" => {
-            let mut pass = crate::cont_init::Pass::from_env(env, crate::cont_init::helper_path());
+            let mut pass = crate::cont_init::Pass::from_env(env, crate::volume::slot_writer::helper_path());
             if let Some(home) = &globals.home {
                 pass.home = crate::volume::Home::new(home);
             }

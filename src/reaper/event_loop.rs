@@ -45,6 +45,8 @@ struct Runtime {
     volume_lock: Option<sys::FileLock>,
     /// While another container holds the volume: when to try the lock again.
     lock_retry_at: Option<Instant>,
+    /// Profiles created or removed while the container runs.
+    discovery: crate::reaper::discovery::Discovery,
 }
 
 /// How often a container on standby tries to take the volume's lock over.
@@ -121,6 +123,7 @@ pub fn run(mut config: Config) -> i32 {
             None
         }
     };
+    let discovery = crate::reaper::discovery::Discovery::new(&config, |name| std::env::var(name).ok());
     let mut runtime = Runtime {
         config,
         role,
@@ -134,6 +137,7 @@ pub fn run(mut config: Config) -> i32 {
         wakeups: 0,
         volume_lock: None,
         lock_retry_at: None,
+        discovery,
     };
     runtime.try_volume_lock(Instant::now());
     let first = runtime.life.start();
@@ -165,6 +169,7 @@ impl Runtime {
             if self.lock_retry_at.is_some_and(|at| now >= at) {
                 self.try_volume_lock(now);
             }
+            self.discovery.on_tick(&mut self.supervisor, now);
             if let Some(code) = self.supervisor.take_essential_failure() {
                 let actions = self.life.fail(code, now);
                 self.execute(actions, now);
@@ -193,6 +198,7 @@ impl Runtime {
     fn wait_for_events(&mut self, signals: &SignalPipe) {
         let deadline = [
             self.lock_retry_at,
+            self.discovery.next_deadline(),
             self.life.next_deadline(),
             self.supervisor.next_deadline(),
             self.control.as_ref().and_then(|c| c.next_deadline()),
@@ -245,7 +251,8 @@ impl Runtime {
         crate::reaper::sink::flush();
         let now = Instant::now();
         if watch_ready {
-            self.supervisor.on_watch_readable(now);
+            let others = self.supervisor.on_watch_readable(now);
+            self.discovery.on_events(others, &mut self.supervisor, now);
         }
         for name in ready_notify {
             self.supervisor.on_notify_readable(&name, now);
@@ -318,6 +325,7 @@ impl Runtime {
                     }
                     let (loaded, _) = self.supervisor.scan(false, now);
                     tracing::info!("slots loaded from {}: {}", self.config.scan_dir.display(), loaded.len());
+                    self.discovery.start(&mut self.supervisor);
                 }
                 Action::StopServices => self.supervisor.shutdown(now),
                 Action::SignalRest { signal: sig, mut skip, spare_slots } => {

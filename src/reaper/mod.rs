@@ -8,6 +8,7 @@
 pub mod config;
 pub mod conn;
 pub mod control;
+pub mod discovery;
 pub mod event_loop;
 pub mod gateway;
 pub mod health;

@@ -504,10 +504,17 @@ impl Supervisor {
     /// The watch reported changes: the gateways whose state file changed read it again, and
     /// one that is starting and now says `running` is ready. Only a write seen after the
     /// spawn counts: a `running` left in the file by an earlier run does not.
-    pub fn on_watch_readable(&mut self, now: Instant) {
-        let Some(watcher) = self.watcher.as_mut() else { return };
+    ///
+    /// Returns the events of watches that are not a slot's (see [`Supervisor::watch`]).
+    pub fn on_watch_readable(&mut self, now: Instant) -> Vec<(String, Option<std::ffi::OsString>)> {
+        let Some(watcher) = self.watcher.as_mut() else { return Vec::new() };
         let mut ready = Vec::new();
+        let mut others = Vec::new();
         for (slot, name) in watcher.events() {
+            if !self.slots.contains_key(&slot) {
+                others.push((slot, name));
+                continue;
+            }
             if !Gateway::concerns(name.as_deref()) {
                 continue;
             }
@@ -522,6 +529,21 @@ impl Supervisor {
             tracing::info!(slot = %slot, "ready (its state file says running)");
             self.act(&slot, Event::Ready, now);
         }
+        others
+    }
+
+    /// Watches a directory for a caller other than a slot, under `key` (not a slot name);
+    /// its events come back from [`Supervisor::on_watch_readable`].
+    pub fn watch(&mut self, key: &str, dir: &Path) -> io::Result<()> {
+        match self.watcher.as_mut() {
+            Some(watcher) => watcher.watch_dir(key, dir),
+            None => Err(io::Error::new(io::ErrorKind::Unsupported, "no inotify")),
+        }
+    }
+
+    /// Whether a loaded slot is a gateway slot.
+    pub fn is_gateway(&self, name: &str) -> bool {
+        self.slots.get(name).is_some_and(|e| e.gateway.is_some())
     }
 
     /// The readiness pipes to poll, with their slot names.

@@ -166,6 +166,25 @@ pub fn slot_profile_dir(slot_dir: &Path) -> Option<PathBuf> {
     dir.is_absolute().then_some(dir)
 }
 
+/// Where the `hermes-cont-init` binary is, for the `run` files' `exec-as`: this program
+/// itself, the one beside the running program, or else the bare name (found on PATH when
+/// the `run` file runs).
+pub fn helper_path() -> PathBuf {
+    let beside = |exe: PathBuf| {
+        if exe.file_name().is_some_and(|n| n == "hermes-cont-init") {
+            Some(exe)
+        } else {
+            exe.parent().map(|dir| dir.join("hermes-cont-init")).filter(|p| p.is_file())
+        }
+    };
+    // Without /proc, argv[0] tells where the program is.
+    std::env::current_exe()
+        .ok()
+        .and_then(beside)
+        .or_else(|| std::env::args().next().filter(|a| a.contains('/')).map(PathBuf::from).and_then(beside))
+        .unwrap_or_else(|| PathBuf::from("hermes-cont-init"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
