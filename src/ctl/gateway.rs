@@ -14,7 +14,7 @@ use super::client::{Client, CtlError};
 use crate::cont_init::Pass;
 use crate::core::exit::code;
 use crate::core::reconcile::{self, RESERVED_NAMES, valid_profile_name};
-use crate::proto::control::{Request, Wait, WaitFor};
+use crate::proto::control::{ErrorKind, Request, Wait, WaitFor};
 use crate::sys::beneath::Dir;
 use crate::volume::{Found, PORT_FILE, SOUL_FILE, intent, owner_of, slot_writer, state};
 
@@ -30,9 +30,16 @@ impl Context {
         Wait { wait: Some(until), timeout_ms: Some(self.client.wait.as_millis() as u64) }
     }
 
-    fn load(&self, slot: &str) -> Result<(), CtlError> {
-        self.client.expect(&Request::Load { path: None, slot: Some(slot.to_string()), wait: Wait::default() })?;
-        Ok(())
+    /// Loads a slot of the scan dir; `Ok(false)` when it is loaded already (the reaper
+    /// discovers new profiles by itself, and may have been first).
+    fn load(&self, slot: &str) -> Result<bool, CtlError> {
+        let reply =
+            self.client.request(&Request::Load { path: None, slot: Some(slot.to_string()), wait: Wait::default() })?;
+        match reply.error {
+            None if reply.success => Ok(true),
+            Some(ErrorKind::Conflict) if reply.message.contains("already loaded") => Ok(false),
+            _ => Err(CtlError::Negative(reply.message)),
+        }
     }
 
     /// An existing profile, opened beneath the home, or the standard "no such gateway" failure.
@@ -53,7 +60,11 @@ impl Context {
         slot_writer::write_slot(&self.pass.scan_dir, &self.pass.gateway_slot(name, &path, dir), down).map_err(|e| {
             CtlError::System(format!("cannot write slot {slot} in {}: {e}", self.pass.scan_dir.display()))
         })?;
-        self.load(&slot)
+        if !self.load(&slot)? && !down {
+            // Discovered before its intent was written: start it now.
+            self.client.expect(&Request::Start { slot: slot.clone(), wait: Wait::default() })?;
+        }
+        Ok(())
     }
 
     /// Starts a loaded slot and waits until it is ready.
