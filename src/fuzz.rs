@@ -59,6 +59,7 @@ fn sample_document() -> HealthDoc {
         last_exit: None,
         failure: None,
         gateway: None,
+        checks: Vec::new(),
     };
     HealthDoc {
         status: HealthStatus::Healthy,

@@ -530,3 +530,86 @@ fn hermesctl_logs_shows_and_follows_a_slots_output() {
     drop(following);
     sv.stop();
 }
+
+#[test]
+fn checks_restart_a_hung_service_and_decide_readiness() {
+    if !namespaces_available() {
+        return;
+    }
+    let mut sv = Supervised::new();
+    let flag = sv.scratch.path("hung");
+    let spawns = sv.scratch.path("spawns");
+    // An alive check that fails while the flag exists: the service looks up but answers nothing.
+    let alive =
+        json!({"exec": ["sh", "-c", format!("test ! -e {}", flag.display())], "period_ms": 100, "threshold": 2});
+    sv.slot("hangs", &record_and_exec(&spawns, "sleep 7601"), &[("check", &alive.to_string())]);
+    // A ready check on a port nothing listens on yet.
+    let listener_port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let ready = json!({"tcp": format!("127.0.0.1:{listener_port}"), "level": "ready", "period_ms": 100});
+    sv.slot("waits", "exec sleep 7602", &[("check", &ready.to_string())]);
+    sv.boot(true, &[("HERMES_INIT_READY_AFTER_MS", "50")]);
+
+    let up = sv.wait_state("hangs", "up");
+    wait_for("the alive check to pass", LONG, || sv.status("hangs")["checks"][0]["state"] == "passing");
+    assert_eq!(up["restarts"], 0);
+    let first = pids_with("sleep 7601");
+    assert_eq!(first.len(), 1);
+
+    // Not ready while the port is closed, however long it runs.
+    wait_for("the ready check to fail", LONG, || sv.status("waits")["checks"][0]["failures"].as_u64() >= Some(3));
+    assert_eq!(sv.status("waits")["state"], "starting", "a ready check that fails keeps the slot starting");
+    // The failing check shows in hermesctl status, /api/slots and /metrics (the health
+    // document is republished when a check's state changes).
+    let table = sv.ctl(&["status"]);
+    assert!(table.stdout.contains(&format!("check tcp 127.0.0.1:{listener_port} failing")), "{}", table.stdout);
+    let health_get = |path: &str| {
+        let mut stream = UnixStream::connect(sv.scratch.path("run/health.sock")).unwrap();
+        stream.set_read_timeout(Some(LONG)).unwrap();
+        write!(stream, "GET {path} HTTP/1.1\r\n\r\n").unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        response
+    };
+    let detail = health_get("/api/slots/waits");
+    let body: serde_json::Value = serde_json::from_str(detail.split("\r\n\r\n").nth(1).unwrap_or_default()).unwrap();
+    assert_eq!(body["checks"][0]["state"], "failing", "{detail}");
+    assert!(body["checks"][0]["last_error"].as_str().unwrap_or_default().contains("cannot connect"), "{detail}");
+    let file: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(sv.scan_dir().join("waits/supervise/status.json")).unwrap()).unwrap();
+    assert_eq!(file["checks"][0]["state"], "failing", "status.json follows the checks: {file}");
+    let metrics = health_get("/metrics");
+    let failures = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("hermes_init_slot_check_failures{slot=\"waits\"} "))
+        .and_then(|v| v.parse::<u64>().ok());
+    assert!(failures >= Some(3), "{metrics}");
+    let listener = std::net::TcpListener::bind(("127.0.0.1", listener_port)).unwrap();
+    sv.wait_state("waits", "up");
+    drop(listener);
+
+    // The hang: the check fails twice, the group is killed, the slot restarts as after a crash.
+    fs::write(&flag, "").unwrap();
+    wait_for("the restart", LONG, || spawn_times(&spawns).len() == 2);
+    fs::remove_file(&flag).unwrap();
+    sv.wait_state("hangs", "up");
+    wait_for("the alive check to pass again", LONG, || sv.status("hangs")["checks"][0]["state"] == "passing");
+    let after = sv.status("hangs");
+    assert_eq!(after["restarts"], 1, "{after}");
+    assert_eq!(after["last_exit"]["signal"], 9, "the whole group killed: {after}");
+    let second = pids_with("sleep 7601");
+    assert_eq!(second.len(), 1, "one process after the restart: {second:?}");
+    assert_ne!(first, second);
+
+    // A malformed check file is refused, naming the file.
+    let bad = sv.slot_in(&sv.scratch.path("pool"), "badcheck", "exec sleep 7603", &[("check", "{\"tcp\": 5}")]);
+    let reply = sv.send(json!({"event": "slot.load", "path": bad}));
+    assert_eq!(reply["success"], false, "{reply}");
+    let message = reply["message"].as_str().unwrap_or_default();
+    assert!(message.contains("badcheck/check") && message.contains("not a valid check"), "{reply}");
+    assert!(pids_with("sleep 7603").is_empty());
+    let finished = sv.stop();
+    assert!(finished.stderr.contains("failed 2 times"), "the restart is logged with its cause: {}", finished.stderr);
+}

@@ -25,10 +25,22 @@ pub fn status_table(slots: &[SlotStatus], now: f64, width: Option<usize>) -> Str
                 crate::proto::status::Wanted::Down => "down".into(),
             },
             slot.last_exit.map_or("-".into(), |e| e.to_string()),
-            slot.failure.clone().unwrap_or_default(),
+            reason(slot),
         ]);
     }
     render_table(&rows, width)
+}
+
+/// Why a slot is not as wanted: its failure, else its first failing check.
+fn reason(slot: &SlotStatus) -> String {
+    if let Some(failure) = &slot.failure {
+        return failure.clone();
+    }
+    slot.checks
+        .iter()
+        .find(|c| c.state == "failing")
+        .map(|c| format!("check {} failing ({}): {}", c.check, c.failures, c.last_error.as_deref().unwrap_or("-")))
+        .unwrap_or_default()
 }
 
 /// The gateway table: one row per gateway slot.
@@ -114,6 +126,7 @@ mod tests {
             last_exit: Some(LastExit::Signal(9)),
             failure: failure.map(str::to_string),
             gateway: None,
+            checks: Vec::new(),
         }
     }
 

@@ -5,6 +5,7 @@
 //! Invariant: server and client serialize and parse the same types, so a field cannot be
 //! renamed on one side only; nothing here walks a `serde_json::Value` by hand.
 
+pub mod check;
 pub mod control;
 pub mod health;
 pub mod status;

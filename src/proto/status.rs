@@ -69,6 +69,9 @@ pub struct SlotStatus {
     /// Only for gateway slots, in the health API and `slot.status` replies.
     #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
     pub gateway: Option<GatewayFields>,
+    /// The slot's checks (its `check` file), if any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<crate::proto::check::CheckStatus>,
 }
 
 impl SlotStatus {
@@ -99,6 +102,7 @@ mod tests {
             last_exit: Some(LastExit::Signal(9)),
             failure: None,
             gateway,
+            checks: Vec::new(),
         }
     }
 

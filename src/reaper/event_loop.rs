@@ -166,6 +166,7 @@ impl Runtime {
             }
             self.supervisor.check_groups(now);
             self.supervisor.on_tick(now);
+            self.supervisor.run_checks(now);
             if self.lock_retry_at.is_some_and(|at| now >= at) {
                 self.try_volume_lock(now);
             }
@@ -213,12 +214,14 @@ impl Runtime {
         let notify = self.supervisor.notify_fds();
         let output = self.supervisor.output_fds();
         let watch = self.supervisor.watch_fd();
+        let checks = self.supervisor.check_fds();
         let mut fds = vec![(signals.fd(), Interest::READ)];
         fds.extend(control_fds.iter().map(|(_, fd, interest)| (*fd, *interest)));
         fds.extend(health_fds.iter().map(|(_, fd, interest)| (*fd, *interest)));
         fds.extend(notify.iter().map(|(_, fd)| (*fd, Interest::READ)));
         fds.extend(output.iter().map(|(_, _, fd)| (*fd, Interest::READ)));
         fds.extend(watch.map(|fd| (fd, Interest::READ)));
+        fds.extend(checks.iter().map(|(_, _, fd, interest)| (*fd, *interest)));
         // The init's own stdout and stderr, while lines wait for a slow log reader.
         fds.extend(crate::reaper::sink::waiting().into_iter().map(|fd| (fd, Interest { read: false, write: true })));
         let ready = match sys::wait_ready(&fds, timeout) {
@@ -244,12 +247,22 @@ impl Runtime {
             .map(|((name, id, _), _)| (name.clone(), *id))
             .collect();
         let watch_ready = watch.is_some() && ready.next().is_some_and(|(r, _)| r);
+        let checks_ready: Vec<(String, usize)> = checks
+            .iter()
+            .zip(ready.by_ref())
+            .filter(|(_, (r, w))| *r || *w)
+            .map(|((name, i, _, _), _)| (name.clone(), *i))
+            .collect();
+        drop(checks);
         drop(output);
         drop(notify);
         drop(control_fds);
         drop(health_fds);
         crate::reaper::sink::flush();
         let now = Instant::now();
+        for (name, index) in checks_ready {
+            self.supervisor.on_check_ready(&name, index, now);
+        }
         if watch_ready {
             let others = self.supervisor.on_watch_readable(now);
             self.discovery.on_events(others, &mut self.supervisor, now);

@@ -376,6 +376,12 @@ pub fn metrics(doc: &HealthDoc, init: InitState) -> String {
         per_slot(&|s| s.restarts.to_string()),
     );
     family(
+        "hermes_init_slot_check_failures",
+        "gauge",
+        "Consecutive failures of the slot's checks, summed (0 without checks).",
+        per_slot(&|s| s.checks.iter().map(|c| u64::from(c.failures)).sum::<u64>().to_string()),
+    );
+    family(
         "hermes_init_slot_last_exit_code",
         "gauge",
         "How the slot's service last ended, as a shell reports it (128+N for signal N; -1: never).",
@@ -465,6 +471,7 @@ mod tests {
             last_exit: None,
             failure: None,
             gateway: None,
+            checks: Vec::new(),
         };
         HealthDoc {
             status: HealthStatus::Degraded,

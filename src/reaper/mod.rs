@@ -5,6 +5,7 @@
 //! Invariant: nothing here blocks the loop, and nothing here ends PID 1 but the lifecycle's
 //! own verdict (or a failure to set up the signal pipe at start).
 
+pub mod checks;
 pub mod config;
 pub mod conn;
 pub mod control;

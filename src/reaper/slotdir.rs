@@ -37,6 +37,8 @@ pub struct SlotDir {
     /// `on-failure` says `shutdown`: the slot is essential, and its permanent failure stops
     /// the container with its exit code.
     pub essential: bool,
+    /// The checks of its `check` file.
+    pub checks: Vec<crate::proto::check::CheckSpec>,
 }
 
 /// Reads the slot directory `dir`, starting from `defaults`. Every file is opened relative
@@ -61,9 +63,20 @@ pub fn read(dir: &Path, defaults: &SlotSettings) -> Result<SlotDir, String> {
             Err(ReadError::Unusable(reason)) => return Err(reason),
         }
     }
+    let checks = match atomic::read_bounded(&slot, "check", 64 * 1024) {
+        Ok(bytes) => crate::proto::check::parse(&bytes)
+            .map_err(|e| format!("{}: not a valid check: {e}", dir.join("check").display()))?,
+        Err(ReadError::Missing) => Vec::new(),
+        Err(ReadError::TooLarge(_)) => return Err(format!("{}: too large", dir.join("check").display())),
+        Err(ReadError::Unusable(reason)) => return Err(reason),
+    };
     let has_finish = slot.kind("finish").ok().flatten() == Some(Kind::File);
     let down = slot.kind("down").ok().flatten().is_some();
-    settings_from(dir, &files, defaults, has_finish, down)
+    let mut read = settings_from(dir, &files, defaults, has_finish, down)?;
+    // A ready check decides readiness: no timer.
+    read.settings.notification |= checks.iter().any(|c| c.level == crate::proto::check::Level::Ready);
+    read.checks = checks;
+    Ok(read)
 }
 
 /// The setting files a slot directory may hold.
@@ -110,7 +123,7 @@ pub fn settings_from(
             return Err(format!("{}: expected restart or shutdown, found {other:?}", dir.join("on-failure").display()));
         }
     };
-    Ok(SlotDir { settings, notification_fd, down, essential })
+    Ok(SlotDir { settings, notification_fd, down, essential, checks: Vec::new() })
 }
 
 #[cfg(test)]
@@ -173,7 +186,13 @@ mod tests {
         let plain = read(slot(&[("run", "#!/bin/sh\n")]).path(), &SlotSettings::default()).unwrap();
         assert_eq!(
             plain,
-            SlotDir { settings: SlotSettings::default(), notification_fd: None, down: false, essential: false }
+            SlotDir {
+                settings: SlotSettings::default(),
+                notification_fd: None,
+                down: false,
+                essential: false,
+                checks: Vec::new()
+            }
         );
     }
 

@@ -19,6 +19,7 @@ use crate::core::exit::{ExitStatus, code};
 use crate::core::slot::{Event, Slot, SlotAction, SlotSettings, Snapshot, StateName};
 use crate::proto::control::LogLine;
 use crate::proto::status::{SlotStatus, Wanted};
+use crate::reaper::checks::{Check, Consequence};
 use crate::reaper::gateway::Gateway;
 use crate::reaper::output::{self, LineSplitter};
 use crate::reaper::slotdir;
@@ -89,6 +90,9 @@ struct Entry {
     /// [`RECENT_BYTES`] bytes).
     recent: VecDeque<LogLine>,
     recent_bytes: usize,
+    /// Its checks, and the leader they were armed for.
+    checks: Vec<Check>,
+    checks_armed_for: Option<Pid>,
 }
 
 /// The most lines of output kept per slot.
@@ -275,6 +279,8 @@ impl Supervisor {
             essential: read.essential,
             recent: VecDeque::new(),
             recent_bytes: 0,
+            checks: read.checks.iter().cloned().filter_map(Check::new).collect(),
+            checks_armed_for: None,
         };
         let held_elsewhere = entry.gateway.is_some() && self.standby.is_some();
         self.slots.insert(name.clone(), entry);
@@ -413,6 +419,17 @@ impl Supervisor {
 
     /// A reaped child: returns true if it belonged to a slot.
     pub fn on_exit(&mut self, pid: Pid, status: ExitStatus, now: Instant) -> bool {
+        let check = self
+            .slots
+            .iter()
+            .find_map(|(name, e)| e.checks.iter().position(|c| c.exec_pid() == Some(pid)).map(|i| (name.clone(), i)));
+        if let Some((name, index)) = check {
+            if let Some(check) = self.slots.get_mut(&name).and_then(|e| e.checks.get_mut(index)) {
+                let consequence = check.on_exit(status, now);
+                self.check_consequence(&name, consequence, now);
+            }
+            return true;
+        }
         let found = self.slots.iter().find_map(|(name, e)| {
             if e.slot.leader() == Some(pid) {
                 Some((name.clone(), true))
@@ -493,7 +510,81 @@ impl Supervisor {
     }
 
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.slots.values().filter_map(|e| e.slot.deadline()).min()
+        let slots = self.slots.values().filter_map(|e| e.slot.deadline());
+        let checks = self.slots.values().flat_map(|e| e.checks.iter().filter_map(Check::deadline));
+        slots.chain(checks).min()
+    }
+
+    /// Arms the checks of slots whose service (re)started, disarms those of slots whose
+    /// service is gone, and runs what is due.
+    pub fn run_checks(&mut self, now: Instant) {
+        let mut consequences = Vec::new();
+        for (name, entry) in self.slots.iter_mut().filter(|(_, e)| !e.checks.is_empty()) {
+            let leader = entry.slot.leader();
+            if leader != entry.checks_armed_for {
+                for check in &mut entry.checks {
+                    if leader.is_some() { check.arm(now) } else { check.disarm() }
+                }
+                entry.checks_armed_for = leader;
+            }
+            let before = Self::checks_generation(entry);
+            for check in &mut entry.checks {
+                consequences.push((name.clone(), check.on_tick(&entry.dir, now)));
+            }
+            if Self::checks_generation(entry) != before {
+                self.dirty.insert(name.clone());
+            }
+        }
+        for (name, consequence) in consequences {
+            self.check_consequence(&name, consequence, now);
+        }
+    }
+
+    /// The descriptors of network checks in flight: (slot, check index, fd, interest).
+    pub fn check_fds(&self) -> Vec<(String, usize, BorrowedFd<'_>, crate::sys::Interest)> {
+        self.slots
+            .iter()
+            .flat_map(|(name, e)| {
+                e.checks
+                    .iter()
+                    .enumerate()
+                    .filter_map(move |(i, c)| c.poll_fd().map(|(fd, int)| (name.clone(), i, fd, int)))
+            })
+            .collect()
+    }
+
+    /// A network check's descriptor is ready.
+    pub fn on_check_ready(&mut self, name: &str, index: usize, now: Instant) {
+        let Some(check) = self.slots.get_mut(name).and_then(|e| e.checks.get_mut(index)) else { return };
+        let consequence = check.on_ready(now);
+        self.check_consequence(name, consequence, now);
+    }
+
+    fn checks_generation(entry: &Entry) -> u64 {
+        entry.checks.iter().map(|c| c.generation).sum()
+    }
+
+    fn check_consequence(&mut self, name: &str, consequence: Consequence, now: Instant) {
+        // Every call follows a finished run: what the status shows may have changed.
+        self.dirty.insert(name.to_string());
+        match consequence {
+            Consequence::Nothing => {}
+            Consequence::Ready => {
+                if self.state(name) == Some(StateName::Starting) {
+                    tracing::info!(slot = %name, "ready (its check passes)");
+                    self.act(name, Event::Ready, now);
+                }
+            }
+            Consequence::Restart(why) => {
+                let Some(group) = self.slots.get(name).and_then(|e| e.slot.group()) else { return };
+                tracing::warn!(slot = %name, "restarting: {why}");
+                // Killed as a whole: the slot machine sees the crash, restarts the service
+                // and counts it toward the crash loop.
+                if let Err(e) = sys::kill::signal_group(group, crate::core::signal::KILL) {
+                    tracing::warn!(slot = %name, "cannot kill group {group}: {e}");
+                }
+            }
+        }
     }
 
     /// The watch descriptor to poll, if any.
@@ -675,6 +766,7 @@ impl Supervisor {
             last_exit: last_exit.map(Into::into),
             failure,
             gateway: entry.gateway.as_ref().filter(|_| with_gateway).map(Gateway::fields),
+            checks: entry.checks.iter().map(Check::status).collect(),
         }
     }
 
@@ -884,6 +976,7 @@ mod tests {
             last_exit: None,
             failure: None,
             gateway: None,
+            checks: Vec::new(),
         };
         write_status(dir.path(), &status(0)).unwrap();
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));

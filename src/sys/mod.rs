@@ -11,7 +11,7 @@ pub mod user;
 pub mod watch;
 
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::time::Duration;
 
 use nix::errno::Errno;
@@ -234,5 +234,21 @@ impl OutputFd {
             Err(Errno::EAGAIN | Errno::EINTR) => Ok(0),
             Err(e) => Err(e.into()),
         }
+    }
+}
+
+/// Starts a TCP connection without waiting for it: the stream is non-blocking, and the
+/// connection is made once it polls writable (then `take_error` says whether it failed).
+pub fn connect_nonblocking(addr: std::net::SocketAddr) -> io::Result<std::net::TcpStream> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, SockaddrIn, SockaddrIn6, connect, socket};
+    let family = if addr.is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 };
+    let fd = socket(family, SockType::Stream, SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC, None)?;
+    let result = match addr {
+        std::net::SocketAddr::V4(v4) => connect(fd.as_raw_fd(), &SockaddrIn::from(v4)),
+        std::net::SocketAddr::V6(v6) => connect(fd.as_raw_fd(), &SockaddrIn6::from(v6)),
+    };
+    match result {
+        Ok(()) | Err(Errno::EINPROGRESS) => Ok(std::net::TcpStream::from(fd)),
+        Err(e) => Err(e.into()),
     }
 }
